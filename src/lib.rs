@@ -1,1 +1,2 @@
 //! omnigate
+pub mod demo;
