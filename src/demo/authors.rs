@@ -127,6 +127,11 @@ impl AuthorsBackend {
             .await
     }
 
+    /// Counts a unary call, remembers its metadata and applies the delay.
+    async fn unary<T>(&self, method: &'static str, request: &Request<T>) {
+        self.inner.observer.unary(method, request.metadata()).await;
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         lock(&self.inner.state)
     }
@@ -149,10 +154,7 @@ impl authors_server::Authors for AuthorsBackend {
         &self,
         request: Request<GetAuthorRequest>,
     ) -> Result<Response<Author>, Status> {
-        self.inner
-            .observer
-            .unary("GetAuthor", request.metadata())
-            .await;
+        self.unary("GetAuthor", &request).await;
         let id = &request.get_ref().id;
         if id.is_empty() {
             return Err(errors::invalid("id", "REQUIRED", "id must not be empty"));
@@ -164,10 +166,7 @@ impl authors_server::Authors for AuthorsBackend {
         &self,
         request: Request<BatchGetAuthorsRequest>,
     ) -> Result<Response<BatchGetAuthorsResponse>, Status> {
-        self.inner
-            .observer
-            .unary("BatchGetAuthors", request.metadata())
-            .await;
+        self.unary("BatchGetAuthors", &request).await;
         let ids = &request.get_ref().ids;
         if ids.len() > MAX_BATCH {
             return Err(errors::invalid(
@@ -188,10 +187,7 @@ impl authors_server::Authors for AuthorsBackend {
         &self,
         request: Request<ListAuthorsRequest>,
     ) -> Result<Response<ListAuthorsResponse>, Status> {
-        self.inner
-            .observer
-            .unary("ListAuthors", request.metadata())
-            .await;
+        self.unary("ListAuthors", &request).await;
         let request = request.into_inner();
         let mut violations = Violations::new();
         let page_size = match usize::try_from(request.page_size) {
@@ -243,10 +239,7 @@ impl authors_server::Authors for AuthorsBackend {
         &self,
         request: Request<CreateAuthorRequest>,
     ) -> Result<Response<Author>, Status> {
-        self.inner
-            .observer
-            .unary("CreateAuthor", request.metadata())
-            .await;
+        self.unary("CreateAuthor", &request).await;
         let request = request.into_inner();
         let mut violations = Violations::new();
         let Some(mut author) = request.author else {

@@ -319,6 +319,16 @@ impl LibraryBackend {
             .await
     }
 
+    /// Counts a unary call, remembers its metadata and applies the delay.
+    async fn unary<T>(&self, method: &'static str, request: &Request<T>) {
+        self.inner.observer.unary(method, request.metadata()).await;
+    }
+
+    /// Counts a streaming call and remembers its metadata (no delay).
+    fn streaming<T>(&self, method: &'static str, request: &Request<T>) {
+        self.inner.observer.record(method, request.metadata());
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         lock(&self.inner.state)
     }
@@ -408,10 +418,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<ListShelvesRequest>,
     ) -> Result<Response<ListShelvesResponse>, Status> {
-        self.inner
-            .observer
-            .unary("ListShelves", request.metadata())
-            .await;
+        self.unary("ListShelves", &request).await;
         let state = self.state();
         let shelves = state.shelves.values().map(ShelfEntry::view).collect();
         Ok(Response::new(ListShelvesResponse { shelves }))
@@ -421,10 +428,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<GetShelfRequest>,
     ) -> Result<Response<Shelf>, Status> {
-        self.inner
-            .observer
-            .unary("GetShelf", request.metadata())
-            .await;
+        self.unary("GetShelf", &request).await;
         let id = shelf_id("name", &request.get_ref().name)?;
         Ok(Response::new(self.state().shelf(id)?.view()))
     }
@@ -433,10 +437,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<CreateShelfRequest>,
     ) -> Result<Response<Shelf>, Status> {
-        self.inner
-            .observer
-            .unary("CreateShelf", request.metadata())
-            .await;
+        self.unary("CreateShelf", &request).await;
         let request = request.into_inner();
         let mut violations = Violations::new();
         match &request.shelf {
@@ -491,10 +492,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<DeleteShelfRequest>,
     ) -> Result<Response<()>, Status> {
-        self.inner
-            .observer
-            .unary("DeleteShelf", request.metadata())
-            .await;
+        self.unary("DeleteShelf", &request).await;
         let request = request.get_ref();
         let id = shelf_id("name", &request.name)?;
         let mut state = self.state();
@@ -524,10 +522,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<GetShelfStatsRequest>,
     ) -> Result<Response<GetShelfStatsResponse>, Status> {
-        self.inner
-            .observer
-            .unary("GetShelfStats", request.metadata())
-            .await;
+        self.unary("GetShelfStats", &request).await;
         let name = request.into_inner().name;
         let id = shelf_id("name", &name)?;
         let state = self.state();
@@ -557,10 +552,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<ListBooksRequest>,
     ) -> Result<Response<ListBooksResponse>, Status> {
-        self.inner
-            .observer
-            .unary("ListBooks", request.metadata())
-            .await;
+        self.unary("ListBooks", &request).await;
         let request = request.into_inner();
         let shelf = shelf_id("parent", &request.parent)?;
         let mut violations = Violations::new();
@@ -624,10 +616,7 @@ impl library_server::Library for LibraryBackend {
     }
 
     async fn get_book(&self, request: Request<GetBookRequest>) -> Result<Response<Book>, Status> {
-        self.inner
-            .observer
-            .unary("GetBook", request.metadata())
-            .await;
+        self.unary("GetBook", &request).await;
         let (shelf, book) = book_ids("name", &request.get_ref().name)?;
         Ok(Response::new(self.state().book(shelf, book)?.book.clone()))
     }
@@ -636,10 +625,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<CreateBookRequest>,
     ) -> Result<Response<Book>, Status> {
-        self.inner
-            .observer
-            .unary("CreateBook", request.metadata())
-            .await;
+        self.unary("CreateBook", &request).await;
         let request = request.into_inner();
         let book = self.create_book(&request.parent, request.book, &request.book_id)?;
         Ok(Response::new(book))
@@ -649,10 +635,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<UpdateBookRequest>,
     ) -> Result<Response<Book>, Status> {
-        self.inner
-            .observer
-            .unary("UpdateBook", request.metadata())
-            .await;
+        self.unary("UpdateBook", &request).await;
         let request = request.into_inner();
         let Some(patch) = request.book else {
             return Err(errors::invalid("book", "REQUIRED", "book is required"));
@@ -704,10 +687,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<DeleteBookRequest>,
     ) -> Result<Response<()>, Status> {
-        self.inner
-            .observer
-            .unary("DeleteBook", request.metadata())
-            .await;
+        self.unary("DeleteBook", &request).await;
         let name = &request.get_ref().name;
         let (shelf, book) = book_ids("name", name)?;
         let mut state = self.state();
@@ -730,10 +710,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<PublishBookRequest>,
     ) -> Result<Response<Book>, Status> {
-        self.inner
-            .observer
-            .unary("PublishBook", request.metadata())
-            .await;
+        self.unary("PublishBook", &request).await;
         let request = request.into_inner();
         let (shelf, book_id) = book_ids("name", &request.name)?;
         let mut state = self.state();
@@ -762,10 +739,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<SearchBooksRequest>,
     ) -> Result<Response<SearchBooksResponse>, Status> {
-        self.inner
-            .observer
-            .unary("SearchBooks", request.metadata())
-            .await;
+        self.unary("SearchBooks", &request).await;
         let request = request.into_inner();
         let query = request.query.trim().to_lowercase();
         let mut violations = Violations::new();
@@ -806,10 +780,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<GetBookCoverRequest>,
     ) -> Result<Response<HttpBody>, Status> {
-        self.inner
-            .observer
-            .unary("GetBookCover", request.metadata())
-            .await;
+        self.unary("GetBookCover", &request).await;
         let name = &request.get_ref().name;
         let (shelf, book) = book_ids("name", name)?;
         let state = self.state();
@@ -829,10 +800,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<UpdateBookCoverRequest>,
     ) -> Result<Response<UpdateBookCoverResponse>, Status> {
-        self.inner
-            .observer
-            .unary("UpdateBookCover", request.metadata())
-            .await;
+        self.unary("UpdateBookCover", &request).await;
         let request = request.into_inner();
         let (shelf, book) = book_ids("name", &request.name)?;
         let Some(cover) = request.cover else {
@@ -861,7 +829,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<WatchShelfRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        self.inner.observer.record("WatchShelf", request.metadata());
+        self.streaming("WatchShelf", &request);
         let request = request.into_inner();
         let shelf = shelf_id("name", &request.name)?.to_owned();
         // Subscribe and snapshot under one lock: no change is missed or
@@ -915,9 +883,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<Streaming<ImportBooksRequest>>,
     ) -> Result<Response<ImportBooksResponse>, Status> {
-        self.inner
-            .observer
-            .record("ImportBooks", request.metadata());
+        self.streaming("ImportBooks", &request);
         let mut inbound = request.into_inner();
         let mut parent = String::new();
         let mut names = Vec::new();
@@ -947,9 +913,7 @@ impl library_server::Library for LibraryBackend {
         &self,
         request: Request<Streaming<AnnotateBookRequest>>,
     ) -> Result<Response<AnnotationStream>, Status> {
-        self.inner
-            .observer
-            .record("AnnotateBooks", request.metadata());
+        self.streaming("AnnotateBooks", &request);
         let inbound = request.into_inner();
         let backend = self.clone();
         let answers = stream::unfold(Some((inbound, backend, 0_i64)), |session| async move {
@@ -1345,5 +1309,659 @@ fn seed() -> State {
         next_shelf_id: 3,
         sequence: 0,
         notes: HashMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::pb::google::rpc;
+    use crate::demo::pb::library::v1::library_client::LibraryClient;
+    use crate::demo::{unpack_detail, LIBRARY_SERVICE};
+    use tokio::sync::oneshot;
+    use tonic::transport::Channel;
+    use tonic::Code;
+
+    struct Harness {
+        client: LibraryClient<Channel>,
+        backend: LibraryBackend,
+        url: String,
+        _stop: oneshot::Sender<()>,
+    }
+
+    async fn spawn(backend: LibraryBackend) -> Harness {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(backend.clone().serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let client = LibraryClient::connect(url.clone()).await.expect("connect");
+        Harness {
+            client,
+            backend,
+            url,
+            _stop: stop,
+        }
+    }
+
+    async fn harness() -> Harness {
+        spawn(LibraryBackend::new()).await
+    }
+
+    fn list(parent: &str) -> ListBooksRequest {
+        ListBooksRequest {
+            parent: parent.to_owned(),
+            ..ListBooksRequest::default()
+        }
+    }
+
+    fn titles(books: &[Book]) -> Vec<&str> {
+        books.iter().map(|b| b.title.as_str()).collect()
+    }
+
+    fn new_book(title: &str) -> Book {
+        Book {
+            title: title.to_owned(),
+            author_id: "3".to_owned(),
+            page_count: 10,
+            ..Book::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn seeded_data_is_present() {
+        let mut h = harness().await;
+        let shelves = h
+            .client
+            .list_shelves(ListShelvesRequest {})
+            .await
+            .expect("list shelves")
+            .into_inner()
+            .shelves;
+        let summary: Vec<(&str, &str, i32)> = shelves
+            .iter()
+            .map(|s| (s.name.as_str(), s.theme.as_str(), s.book_count))
+            .collect();
+        assert_eq!(
+            summary,
+            [("shelves/1", "Fiction", 3), ("shelves/2", "Non-fiction", 2)]
+        );
+
+        let book = h
+            .client
+            .get_book(GetBookRequest {
+                name: "shelves/1/books/1".to_owned(),
+            })
+            .await
+            .expect("get book")
+            .into_inner();
+        assert_eq!(book.title, "The Glass Orchard");
+        assert_eq!(book.author_id, "1");
+        assert_eq!(book.state, book::State::Published as i32);
+        assert!(matches!(book.format, Some(book::Format::Paperback(_))));
+        assert_eq!(book.chapters[0].sections.len(), 2);
+
+        let published = h.client.list_books(list("shelves/1")).await.expect("list");
+        assert_eq!(
+            titles(&published.get_ref().books),
+            ["The Glass Orchard", "Stars Beneath the Ice"]
+        );
+        let all = h
+            .client
+            .list_books(ListBooksRequest {
+                include_drafts: true,
+                ..list("shelves/1")
+            })
+            .await
+            .expect("list with drafts");
+        assert_eq!(all.get_ref().books.len(), 3);
+        assert_eq!(h.backend.calls("ListBooks"), 2);
+        assert_eq!(h.backend.calls("GetBook"), 1);
+    }
+
+    #[tokio::test]
+    async fn list_books_honours_every_filter() {
+        let mut h = harness().await;
+        let mut run = async |request: ListBooksRequest| {
+            h.client
+                .list_books(request)
+                .await
+                .expect("list books")
+                .into_inner()
+        };
+        let by_tag = run(ListBooksRequest {
+            tags: vec!["award-winner".to_owned(), "space".to_owned()],
+            ..list("shelves/1")
+        })
+        .await;
+        assert_eq!(titles(&by_tag.books), ["Stars Beneath the Ice"]);
+        let by_genre = run(ListBooksRequest {
+            genre: Genre::ScienceFiction as i32,
+            ..list("shelves/1")
+        })
+        .await;
+        assert_eq!(titles(&by_genre.books), ["Stars Beneath the Ice"]);
+        let by_author = run(ListBooksRequest {
+            filter: Some(BookFilter {
+                author_id: "1".to_owned(),
+                title_contains: String::new(),
+            }),
+            include_drafts: true,
+            ..list("shelves/1")
+        })
+        .await;
+        assert_eq!(
+            titles(&by_author.books),
+            ["The Glass Orchard", "Notes Toward a Lighthouse"]
+        );
+        let by_pages = run(ListBooksRequest {
+            min_pages: 300,
+            ..list("shelves/1")
+        })
+        .await;
+        assert_eq!(titles(&by_pages.books), ["The Glass Orchard"]);
+        let by_time = run(ListBooksRequest {
+            published_after: seed_time(250),
+            ..list("shelves/1")
+        })
+        .await;
+        assert_eq!(titles(&by_time.books), ["Stars Beneath the Ice"]);
+        let by_label = run(ListBooksRequest {
+            labels: labels(&[("series", "orchard")]),
+            ..list("shelves/1")
+        })
+        .await;
+        assert_eq!(titles(&by_label.books), ["The Glass Orchard"]);
+
+        let first = run(ListBooksRequest {
+            page_size: Some(1),
+            ..list("shelves/1")
+        })
+        .await;
+        assert_eq!(titles(&first.books), ["The Glass Orchard"]);
+        assert_eq!(first.total_size, 2);
+        assert!(!first.next_page_token.is_empty());
+        let second = run(ListBooksRequest {
+            page_size: Some(1),
+            page_token: first.next_page_token,
+            ..list("shelves/1")
+        })
+        .await;
+        assert_eq!(titles(&second.books), ["Stars Beneath the Ice"]);
+        assert!(second.next_page_token.is_empty());
+    }
+
+    #[tokio::test]
+    async fn missing_resources_are_not_found_with_resource_info() {
+        let mut h = harness().await;
+        let status = h
+            .client
+            .get_shelf(GetShelfRequest {
+                name: "shelves/100".to_owned(),
+            })
+            .await
+            .expect_err("unknown shelf");
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "Shelf shelves/100 not found");
+        let info: rpc::ResourceInfo =
+            unpack_detail(&status, "google.rpc.ResourceInfo").expect("ResourceInfo detail");
+        assert_eq!(info.resource_type, "library.v1.Shelf");
+        assert_eq!(info.resource_name, "shelves/100");
+
+        let status = h
+            .client
+            .get_book(GetBookRequest {
+                name: "shelves/1/books/99".to_owned(),
+            })
+            .await
+            .expect_err("unknown book");
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "Book shelves/1/books/99 not found");
+    }
+
+    #[tokio::test]
+    async fn invalid_books_are_rejected_with_bad_request() {
+        let mut h = harness().await;
+        let status = h
+            .client
+            .create_book(CreateBookRequest {
+                parent: "shelves/1".to_owned(),
+                book: Some(Book {
+                    title: "  ".to_owned(),
+                    page_count: -5,
+                    ..Book::default()
+                }),
+                book_id: String::new(),
+            })
+            .await
+            .expect_err("invalid book");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let bad: rpc::BadRequest =
+            unpack_detail(&status, "google.rpc.BadRequest").expect("BadRequest detail");
+        let fields: Vec<&str> = bad
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["book.title", "book.page_count"]);
+
+        let status = h
+            .client
+            .get_book(GetBookRequest {
+                name: "books/1".to_owned(),
+            })
+            .await
+            .expect_err("malformed name");
+        assert_eq!(status.code(), Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn duplicates_and_triggers() {
+        let mut h = harness().await;
+        let status = h
+            .client
+            .create_shelf(CreateShelfRequest {
+                shelf: Some(Shelf {
+                    theme: "Again".to_owned(),
+                    ..Shelf::default()
+                }),
+                shelf_id: "1".to_owned(),
+            })
+            .await
+            .expect_err("duplicate shelf");
+        assert_eq!(status.code(), Code::AlreadyExists);
+
+        let created = h
+            .client
+            .create_shelf(CreateShelfRequest {
+                shelf: Some(Shelf {
+                    theme: "Poetry".to_owned(),
+                    ..Shelf::default()
+                }),
+                shelf_id: String::new(),
+            })
+            .await
+            .expect("create shelf")
+            .into_inner();
+        assert_eq!(created.name, "shelves/3");
+
+        let status = h
+            .client
+            .get_shelf(GetShelfRequest {
+                name: "shelves/fail-internal".to_owned(),
+            })
+            .await
+            .expect_err("trigger");
+        assert_eq!(status.code(), Code::Internal);
+        let debug: rpc::DebugInfo =
+            unpack_detail(&status, "google.rpc.DebugInfo").expect("DebugInfo detail");
+        assert_eq!(debug.detail, "triggered on purpose");
+        let status = h
+            .client
+            .list_books(list("shelves/fail-unavailable"))
+            .await
+            .expect_err("trigger");
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn update_publish_delete_and_covers() {
+        let mut h = harness().await;
+        let updated = h
+            .client
+            .update_book(UpdateBookRequest {
+                book: Some(Book {
+                    name: "shelves/1/books/3".to_owned(),
+                    title: "Towards a Lighthouse".to_owned(),
+                    page_count: 9999,
+                    ..Book::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["title".to_owned()],
+                }),
+            })
+            .await
+            .expect("update")
+            .into_inner();
+        assert_eq!(updated.title, "Towards a Lighthouse");
+        assert_eq!(updated.page_count, 64, "fields outside the mask are kept");
+
+        let status = h
+            .client
+            .update_book(UpdateBookRequest {
+                book: Some(Book {
+                    name: "shelves/1/books/3".to_owned(),
+                    ..Book::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["state".to_owned(), "nope".to_owned()],
+                }),
+            })
+            .await
+            .expect_err("bad mask");
+        assert_eq!(status.code(), Code::InvalidArgument);
+
+        let publish = PublishBookRequest {
+            name: "shelves/1/books/3".to_owned(),
+            publish_time: None,
+        };
+        let published = h
+            .client
+            .publish_book(publish.clone())
+            .await
+            .expect("publish")
+            .into_inner();
+        assert_eq!(published.state, book::State::Published as i32);
+        assert!(published.publish_time.is_some());
+        let again = h
+            .client
+            .publish_book(publish)
+            .await
+            .expect_err("publish twice");
+        assert_eq!(again.code(), Code::FailedPrecondition);
+
+        let cover = h
+            .client
+            .get_book_cover(GetBookCoverRequest {
+                name: "shelves/1/books/1".to_owned(),
+            })
+            .await
+            .expect("cover")
+            .into_inner();
+        assert_eq!(cover.content_type, "image/svg+xml");
+        assert!(cover.data.starts_with(b"<svg"));
+        let stored = h
+            .client
+            .update_book_cover(UpdateBookCoverRequest {
+                name: "shelves/1/books/2".to_owned(),
+                cover: Some(HttpBody {
+                    content_type: "image/png".to_owned(),
+                    data: vec![0x89, b'P', b'N', b'G'],
+                    extensions: Vec::new(),
+                }),
+            })
+            .await
+            .expect("update cover")
+            .into_inner();
+        assert_eq!(stored.size_bytes, 4);
+        let cover = h
+            .client
+            .get_book_cover(GetBookCoverRequest {
+                name: "shelves/1/books/2".to_owned(),
+            })
+            .await
+            .expect("new cover")
+            .into_inner();
+        assert_eq!(cover.content_type, "image/png");
+
+        let stats = h
+            .client
+            .get_shelf_stats(GetShelfStatsRequest {
+                name: "shelves/1".to_owned(),
+            })
+            .await
+            .expect("stats")
+            .into_inner()
+            .stats
+            .expect("stats present");
+        assert_eq!((stats.book_count, stats.published_count), (3, 3));
+
+        let status = h
+            .client
+            .delete_shelf(DeleteShelfRequest {
+                name: "shelves/2".to_owned(),
+                force: false,
+            })
+            .await
+            .expect_err("non-empty shelf");
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        h.client
+            .delete_book(DeleteBookRequest {
+                name: "shelves/2/books/2".to_owned(),
+            })
+            .await
+            .expect("delete book");
+        h.client
+            .delete_shelf(DeleteShelfRequest {
+                name: "shelves/2".to_owned(),
+                force: true,
+            })
+            .await
+            .expect("forced delete");
+        let found = h
+            .client
+            .search_books(SearchBooksRequest {
+                query: "LIGHTHOUSE".to_owned(),
+                limit: 0,
+            })
+            .await
+            .expect("search")
+            .into_inner();
+        assert_eq!(titles(&found.books), ["Towards a Lighthouse"]);
+    }
+
+    #[tokio::test]
+    async fn watch_shelf_streams_changes_until_cancelled() {
+        let mut h = harness().await;
+        let mut events = h
+            .client
+            .watch_shelf(WatchShelfRequest {
+                name: "shelves/2".to_owned(),
+                changes_only: false,
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        for _ in 0..2 {
+            let event = events.message().await.expect("event").expect("open");
+            assert_eq!(event.kind, shelf_event::Kind::Existing as i32);
+        }
+        assert_eq!(h.backend.active_watchers(), 1);
+
+        let mut writer = LibraryClient::connect(h.url.clone())
+            .await
+            .expect("connect");
+        writer
+            .create_book(CreateBookRequest {
+                parent: "shelves/2".to_owned(),
+                book: Some(new_book("Maps of the Moon")),
+                book_id: "moon".to_owned(),
+            })
+            .await
+            .expect("create");
+        // A change on another shelf must not show up.
+        writer
+            .create_book(CreateBookRequest {
+                parent: "shelves/1".to_owned(),
+                book: Some(new_book("Elsewhere")),
+                book_id: String::new(),
+            })
+            .await
+            .expect("create elsewhere");
+        writer
+            .publish_book(PublishBookRequest {
+                name: "shelves/2/books/moon".to_owned(),
+                publish_time: None,
+            })
+            .await
+            .expect("publish");
+
+        let created = events.message().await.expect("event").expect("open");
+        assert_eq!(created.kind, shelf_event::Kind::Created as i32);
+        let book = created.book.expect("book");
+        assert_eq!(book.name, "shelves/2/books/moon");
+        let updated = events.message().await.expect("event").expect("open");
+        assert_eq!(updated.kind, shelf_event::Kind::Updated as i32);
+        assert!(updated.sequence > created.sequence);
+        let details = updated.details.expect("details");
+        assert_eq!(
+            details.type_url,
+            "type.googleapis.com/google.protobuf.FieldMask"
+        );
+
+        drop(events);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while h.backend.active_watchers() != 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "watcher not released after cancel"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn import_and_annotate_streams() {
+        let mut h = harness().await;
+        let requests = vec![
+            ImportBooksRequest {
+                parent: "shelves/2".to_owned(),
+                book: Some(new_book("One")),
+                book_id: String::new(),
+            },
+            ImportBooksRequest {
+                parent: String::new(),
+                book: Some(new_book("Two")),
+                book_id: "two".to_owned(),
+            },
+            ImportBooksRequest {
+                parent: String::new(),
+                book: Some(new_book("Three")),
+                book_id: String::new(),
+            },
+        ];
+        let imported = h
+            .client
+            .import_books(tokio_stream::iter(requests))
+            .await
+            .expect("import")
+            .into_inner();
+        assert_eq!(imported.imported_count, 3);
+        assert_eq!(
+            imported.names,
+            [
+                "shelves/2/books/3",
+                "shelves/2/books/two",
+                "shelves/2/books/4"
+            ]
+        );
+
+        let notes = ["Lovely maps", "  second   note here "].map(|note| AnnotateBookRequest {
+            name: "shelves/2/books/1".to_owned(),
+            note: note.to_owned(),
+        });
+        let mut answers = h
+            .client
+            .annotate_books(tokio_stream::iter(notes))
+            .await
+            .expect("annotate")
+            .into_inner();
+        let first = answers.message().await.expect("answer").expect("open");
+        assert_eq!(
+            (first.title.as_str(), first.word_count, first.note_count),
+            ("A Brief Atlas of Rivers", 2, 1)
+        );
+        let second = answers.message().await.expect("answer").expect("open");
+        assert_eq!(second.note, "second   note here");
+        assert_eq!((second.note_count, second.sequence), (2, 2));
+        assert!(answers.message().await.expect("clean end").is_none());
+    }
+
+    #[tokio::test]
+    async fn delay_counts_and_metadata_are_observable() {
+        let backend = LibraryBackend::new().with_delay(Duration::from_millis(30));
+        let mut h = spawn(backend).await;
+        let mut request = Request::new(GetShelfRequest {
+            name: "shelves/1".to_owned(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-demo-trace", "abc".parse().expect("ascii value"));
+        let started = tokio::time::Instant::now();
+        h.client.get_shelf(request).await.expect("get shelf");
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert_eq!(h.backend.calls("GetShelf"), 1);
+        assert_eq!(h.backend.calls("GetBook"), 0);
+        let metadata = h.backend.last_metadata().expect("metadata recorded");
+        assert_eq!(
+            metadata.get("x-demo-trace").and_then(|v| v.to_str().ok()),
+            Some("abc")
+        );
+    }
+
+    #[tokio::test]
+    async fn reflection_and_health_are_served() {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+        let h = harness().await;
+        let channel = Channel::from_shared(h.url.clone())
+            .expect("valid url")
+            .connect()
+            .await
+            .expect("connect");
+        let mut reflection = ServerReflectionClient::new(channel.clone());
+        let requests = [
+            MessageRequest::ListServices(String::new()),
+            MessageRequest::FileContainingSymbol(format!("{LIBRARY_SERVICE}.GetBook")),
+        ]
+        .map(|request| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        });
+        let mut responses = reflection
+            .server_reflection_info(tokio_stream::iter(requests))
+            .await
+            .expect("reflection")
+            .into_inner();
+        let listed = responses.message().await.expect("response").expect("one");
+        let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else {
+            panic!("unexpected reflection response {listed:?}");
+        };
+        let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+        for expected in [
+            LIBRARY_SERVICE,
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+        let file = responses.message().await.expect("response").expect("two");
+        let Some(MessageResponse::FileDescriptorResponse(files)) = file.message_response else {
+            panic!("unexpected reflection response {file:?}");
+        };
+        let decoded: Vec<String> = files
+            .file_descriptor_proto
+            .iter()
+            .map(|bytes| {
+                use prost::Message as _;
+                prost_types::FileDescriptorProto::decode(bytes.as_slice())
+                    .expect("file descriptor")
+                    .name
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert!(decoded.contains(&"library/v1/library.proto".to_owned()));
+
+        let mut health = HealthClient::new(channel);
+        for service in ["", LIBRARY_SERVICE] {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: service.to_owned(),
+                })
+                .await
+                .expect("health check")
+                .into_inner()
+                .status;
+            assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+        }
     }
 }
