@@ -342,3 +342,164 @@ fn seed() -> State {
         next_id: 4,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::pb::authors::v1::authors_client::AuthorsClient;
+    use crate::demo::pb::google::rpc;
+    use crate::demo::{unpack_detail, AUTHORS_SERVICE};
+    use tokio::sync::oneshot;
+    use tonic::transport::Channel;
+    use tonic::Code;
+
+    async fn spawn(
+        backend: AuthorsBackend,
+    ) -> (AuthorsClient<Channel>, String, oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(backend.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let client = AuthorsClient::connect(url.clone()).await.expect("connect");
+        (client, url, stop)
+    }
+
+    fn ids(authors: &[Author]) -> Vec<&str> {
+        authors.iter().map(|a| a.id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn lookups_follow_request_order() {
+        let backend = AuthorsBackend::new();
+        let (mut client, _url, _stop) = spawn(backend.clone()).await;
+        let ada = client
+            .get_author(GetAuthorRequest { id: "1".to_owned() })
+            .await
+            .expect("get author")
+            .into_inner();
+        assert_eq!(ada.display_name, "Ada Lindqvist");
+        assert_eq!(ada.book_names, ["shelves/1/books/1", "shelves/1/books/3"]);
+
+        let batch = client
+            .batch_get_authors(BatchGetAuthorsRequest {
+                ids: ["3", "1", "3", "2"].map(str::to_owned).to_vec(),
+            })
+            .await
+            .expect("batch get")
+            .into_inner();
+        assert_eq!(ids(&batch.authors), ["3", "1", "3", "2"]);
+        assert_eq!(backend.calls("BatchGetAuthors"), 1);
+
+        let status = client
+            .batch_get_authors(BatchGetAuthorsRequest {
+                ids: vec!["1".to_owned(), "99".to_owned()],
+            })
+            .await
+            .expect_err("unknown id");
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "Author 99 not found");
+        let info: rpc::ResourceInfo =
+            unpack_detail(&status, "google.rpc.ResourceInfo").expect("ResourceInfo detail");
+        assert_eq!(
+            (info.resource_type.as_str(), info.resource_name.as_str()),
+            (AUTHOR_TYPE, "99")
+        );
+    }
+
+    #[tokio::test]
+    async fn create_and_list() {
+        let (mut client, _url, _stop) = spawn(AuthorsBackend::new()).await;
+        let created = client
+            .create_author(CreateAuthorRequest {
+                author: Some(Author {
+                    display_name: "Rui Tanaka".to_owned(),
+                    birth_year: 1990,
+                    ..Author::default()
+                }),
+                author_id: String::new(),
+            })
+            .await
+            .expect("create")
+            .into_inner();
+        assert_eq!(created.id, "4");
+        assert!(created.create_time.is_some());
+
+        let status = client
+            .create_author(CreateAuthorRequest {
+                author: Some(Author {
+                    display_name: "Copy".to_owned(),
+                    ..Author::default()
+                }),
+                author_id: "4".to_owned(),
+            })
+            .await
+            .expect_err("duplicate");
+        assert_eq!(status.code(), Code::AlreadyExists);
+
+        let status = client
+            .create_author(CreateAuthorRequest {
+                author: Some(Author::default()),
+                author_id: String::new(),
+            })
+            .await
+            .expect_err("no name");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let bad: rpc::BadRequest =
+            unpack_detail(&status, "google.rpc.BadRequest").expect("BadRequest detail");
+        assert_eq!(bad.field_violations[0].field, "author.display_name");
+
+        let page = client
+            .list_authors(ListAuthorsRequest {
+                page_size: 3,
+                page_token: String::new(),
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(ids(&page.authors), ["1", "2", "3"]);
+        let rest = client
+            .list_authors(ListAuthorsRequest {
+                page_size: 3,
+                page_token: page.next_page_token,
+            })
+            .await
+            .expect("list rest")
+            .into_inner();
+        assert_eq!(ids(&rest.authors), ["4"]);
+        assert!(rest.next_page_token.is_empty());
+    }
+
+    #[tokio::test]
+    async fn reflection_lists_the_authors_service() {
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+        let (_client, url, _stop) = spawn(AuthorsBackend::new()).await;
+        let channel = Channel::from_shared(url)
+            .expect("valid url")
+            .connect()
+            .await
+            .expect("connect");
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let response = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("reflection")
+            .into_inner()
+            .message()
+            .await
+            .expect("response")
+            .expect("one response");
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected reflection response {response:?}");
+        };
+        assert!(list.service.iter().any(|s| s.name == AUTHORS_SERVICE));
+    }
+}

@@ -377,3 +377,165 @@ fn seed() -> Reviews {
         next_id: 4,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt as _, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tokio::sync::oneshot;
+
+    type TestClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+    async fn spawn() -> (TestClient, String, oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(HttpBackend::serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        (client, base, stop)
+    }
+
+    async fn send(
+        client: &TestClient,
+        request: axum::http::Request<Full<Bytes>>,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let response = client.request(request).await.expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, headers, body)
+    }
+
+    fn get(uri: &str) -> axum::http::Request<Full<Bytes>> {
+        axum::http::Request::get(uri)
+            .body(Full::default())
+            .expect("valid request")
+    }
+
+    fn json_body(body: &[u8]) -> Value {
+        serde_json::from_slice(body).expect("JSON body")
+    }
+
+    #[tokio::test]
+    async fn echo_headers_reports_the_request() {
+        let (client, base, _stop) = spawn().await;
+        let request = axum::http::Request::get(format!("{base}/echo/headers?a=1&b=2&a=3"))
+            .header("x-forwarded-for", "203.0.113.7")
+            .header("x-forwarded-proto", "https")
+            .header("x-custom", "one")
+            .header("x-custom", "two")
+            .body(Full::default())
+            .expect("valid request");
+        let (status, headers, body) = send(&client, request).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers.get(header::CONTENT_TYPE).expect("content type"),
+            "application/json"
+        );
+        let echo = json_body(&body);
+        assert_eq!(echo["method"], "GET");
+        assert_eq!(echo["path"], "/echo/headers");
+        assert_eq!(echo["query"], "a=1&b=2&a=3");
+        assert_eq!(echo["args"]["a"], json!(["1", "3"]));
+        assert_eq!(echo["args"]["b"], "2");
+        assert_eq!(echo["headers"]["x-forwarded-for"], "203.0.113.7");
+        assert_eq!(echo["headers"]["x-custom"], "one, two");
+        assert_eq!(echo["headers"]["host"], base.trim_start_matches("http://"));
+        assert_eq!(echo["version"], "HTTP/1.1");
+    }
+
+    #[tokio::test]
+    async fn reviews_crud_and_helpers() {
+        let (client, base, _stop) = spawn().await;
+        let (status, _, body) = send(
+            &client,
+            get(&format!("{base}/reviews?book=shelves/1/books/1")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            json_body(&body)["reviews"].as_array().map(Vec::len),
+            Some(2)
+        );
+
+        let create = axum::http::Request::post(format!("{base}/reviews"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::from(
+                r#"{"book":"shelves/2/books/2","rating":4,"text":"Buzzing."}"#,
+            ))
+            .expect("valid request");
+        let (status, headers, body) = send(&client, create).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(
+            headers.get(header::LOCATION).expect("location"),
+            "/reviews/4"
+        );
+        assert_eq!(json_body(&body)["reviewer"], "anonymous");
+        let (status, _, body) = send(&client, get(&format!("{base}/reviews/4"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json_body(&body)["rating"], 4);
+
+        let invalid = axum::http::Request::post(format!("{base}/reviews"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::from(r#"{"book":"x","rating":9}"#))
+            .expect("valid request");
+        let (status, _, body) = send(&client, invalid).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(json_body(&body)["error"]["code"], 422);
+
+        let (status, _, body) = send(&client, get(&format!("{base}/reviews/404"))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(json_body(&body)["error"]["message"], "review 404 not found");
+
+        let (status, _, body) = send(&client, get(&format!("{base}/status/503"))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(json_body(&body)["status"], 503);
+
+        let echo = axum::http::Request::post(format!("{base}/echo/body"))
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Full::from("hello body"))
+            .expect("valid request");
+        let (status, headers, body) = send(&client, echo).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers.get(header::CONTENT_TYPE).expect("type"),
+            "text/plain"
+        );
+        assert_eq!(&body[..], b"hello body");
+
+        let (_, headers, body) = send(&client, get(&format!("{base}/html"))).await;
+        assert!(headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/html")));
+        assert!(body.starts_with(b"<!doctype html>"));
+
+        let (status, _, body) = send(&client, get(&format!("{base}/stream/3"))).await;
+        assert_eq!(status, StatusCode::OK);
+        let lines: Vec<Value> = body
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(json_body)
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2], json!({"line": 3, "of": 3}));
+
+        let started = tokio::time::Instant::now();
+        let (status, _, _) = send(&client, get(&format!("{base}/delay/50"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+
+        let (status, _, body) = send(&client, get(&format!("{base}/nowhere"))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(json_body(&body)["error"]["code"], 404);
+    }
+}

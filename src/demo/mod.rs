@@ -307,6 +307,49 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn start_runs_all_three_and_shutdown_stops_them() {
+        use pb::authors::v1::{authors_client::AuthorsClient, GetAuthorRequest};
+        use pb::library::v1::{library_client::LibraryClient, GetBookRequest};
+
+        let backends = start().await.expect("start demo backends");
+        for addr in [backends.library, backends.authors, backends.http] {
+            assert!(addr.ip().is_loopback() && addr.port() != 0);
+        }
+        let book = LibraryClient::connect(backends.library_url())
+            .await
+            .expect("connect library")
+            .get_book(GetBookRequest {
+                name: "shelves/2/books/1".to_owned(),
+            })
+            .await
+            .expect("get book")
+            .into_inner();
+        let author = AuthorsClient::connect(backends.authors_url())
+            .await
+            .expect("connect authors")
+            .get_author(GetAuthorRequest { id: book.author_id })
+            .await
+            .expect("get author")
+            .into_inner();
+        assert_eq!(author.display_name, "Mei Aranda");
+        assert_eq!(backends.library_backend.calls("GetBook"), 1);
+        assert_eq!(backends.authors_backend.calls("GetAuthor"), 1);
+        let index = tokio::net::TcpStream::connect(backends.http).await;
+        assert!(index.is_ok(), "HTTP backend accepts connections");
+
+        let addrs = [backends.library, backends.authors, backends.http];
+        tokio::time::timeout(Duration::from_secs(5), backends.shutdown())
+            .await
+            .expect("shutdown finishes promptly");
+        for addr in addrs {
+            assert!(
+                tokio::net::TcpStream::connect(addr).await.is_err(),
+                "{addr} still accepting after shutdown"
+            );
+        }
+    }
+
     #[test]
     fn descriptor_sets_keep_comments_and_http_rules() {
         for (set, service, method, expected) in [
