@@ -65,7 +65,7 @@ type Shared = Arc<Mutex<Reviews>>;
 /// | `GET /reviews`       | `{"reviews": [...]}`, optional `?book=` filter              |
 /// | `GET /reviews/{id}`  | one review, 404 JSON if unknown                             |
 /// | `POST /reviews`      | creates from `{book, rating (1-5), reviewer?, text?}`; 201 + `Location` |
-/// | `GET /echo/headers`  | method, path, query, args, headers and version as JSON      |
+/// | `GET /echo/headers`  | method, path, authority, query, args, headers, version (JSON) |
 /// | `POST /echo/body`    | streams the body back with the request's content type      |
 /// | `GET /delay/{ms}`    | sleeps (at most 30 s) then answers 200 JSON                 |
 /// | `GET /status/{code}` | answers with that status (200-599) and a JSON body          |
@@ -257,9 +257,15 @@ async fn echo_headers(
             }
         }
     }
+    // HTTP/1.1 carries the authority in `Host`, HTTP/2 in the URI.
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| header_map.get("host").cloned());
     Json(json!({
         "method": method.as_str(),
         "path": uri.path(),
+        "authority": authority,
         "query": uri.query(),
         "args": args,
         "headers": header_map,
@@ -450,6 +456,7 @@ mod tests {
         assert_eq!(echo["headers"]["x-forwarded-for"], "203.0.113.7");
         assert_eq!(echo["headers"]["x-custom"], "one, two");
         assert_eq!(echo["headers"]["host"], base.trim_start_matches("http://"));
+        assert_eq!(echo["authority"], echo["headers"]["host"]);
         assert_eq!(echo["version"], "HTTP/1.1");
     }
 
