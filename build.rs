@@ -51,6 +51,23 @@ fn main() -> Result<(), Box<dyn Error>> {
         all_files.push(root);
     }
 
+    // The set every gateway pool starts from: HTTP annotations, HttpBody, the error model and
+    // (as their imports and explicitly) the well-known types.
+    let bundled = compile(&[
+        "google/api/annotations.proto",
+        "google/api/httpbody.proto",
+        "google/rpc/status.proto",
+        "google/rpc/error_details.proto",
+        "google/protobuf/empty.proto",
+        "google/protobuf/field_mask.proto",
+        "google/protobuf/struct.proto",
+        "google/protobuf/wrappers.proto",
+        "google/protobuf/timestamp.proto",
+        "google/protobuf/duration.proto",
+    ])?
+    .encode_file_descriptor_set();
+    write_if_changed(&out_dir.join("bundled.binpb"), &bundled)?;
+
     // Rust code for our packages; prost maps the well-known types to
     // `prost_types` (and the wrapper types to plain Rust primitives).
     let fds = compile(&all_files)?.file_descriptor_set();

@@ -1,1 +1,241 @@
-fn main() {}
+//! The `omnigate` command: parse arguments, load config, call `server::run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use omnigate::config::{self, Loaded};
+use omnigate::gateway::Gateway;
+
+#[derive(Parser)]
+#[command(
+    name = "omnigate",
+    version,
+    about = "REST, GraphQL and WebSocket in front of gRPC and HTTP backends"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway from a config file, or in quick mode from flags.
+    Run(Source),
+    /// Start the example backends in-process and the gateway in front of them.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Check a config file (and the descriptors it names); exit 1 listing every error.
+    Validate {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the route table: HTTP method, path template, target.
+    Routes(Source),
+    /// Run only the example backends on fixed ports (for benchmarks and manual tests).
+    #[command(hide = true)]
+    Backends {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        #[arg(long, default_value_t = 50051)]
+        library_port: u16,
+        #[arg(long, default_value_t = 50052)]
+        authors_port: u16,
+        #[arg(long, default_value_t = 5000)]
+        http_port: u16,
+    },
+}
+
+#[derive(Args)]
+struct Source {
+    /// YAML config file.
+    #[arg(long, conflicts_with_all = ["grpc", "http", "descriptors"])]
+    config: Option<PathBuf>,
+    /// gRPC backend URL (repeatable); its API comes from server reflection unless --descriptors.
+    #[arg(long, value_name = "URL")]
+    grpc: Vec<String>,
+    /// FileDescriptorSet file(s) describing the --grpc backend(s).
+    #[arg(long, value_name = "FILE")]
+    descriptors: Vec<String>,
+    /// Reverse-proxy route PREFIX=URL (repeatable), e.g. /books=http://127.0.0.1:5000.
+    #[arg(long, value_name = "PREFIX=URL")]
+    http: Vec<String>,
+    /// Address to listen on (quick mode; a config file sets `listen`).
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+fn main() -> ExitCode {
+    omnigate::telemetry::init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run(source) => {
+            let Some((loaded, gateway)) = load(&source).await? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            serve(loaded, gateway).await
+        }
+        Command::Demo { listen } => demo(listen).await,
+        Command::Validate { config } => {
+            let source = Source {
+                config: Some(config),
+                grpc: vec![],
+                descriptors: vec![],
+                http: vec![],
+                listen: None,
+            };
+            match load(&source).await? {
+                Some((loaded, gateway)) => {
+                    let snapshot = gateway.snapshot();
+                    println!(
+                        "{}: OK ({} gRPC upstreams, {} HTTP routes, {} REST bindings)",
+                        loaded.source.file(),
+                        loaded.validated.grpc.len(),
+                        loaded.validated.http.len(),
+                        snapshot.table.binding_count()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => Ok(ExitCode::FAILURE),
+            }
+        }
+        Command::Routes(source) => {
+            let Some((_, gateway)) = load(&source).await? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            print_routes(&gateway);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backends {
+            host,
+            library_port,
+            authors_port,
+            http_port,
+        } => {
+            let addrs = omnigate::demo::BackendAddrs {
+                library: SocketAddr::new(host, library_port),
+                authors: SocketAddr::new(host, authors_port),
+                http: SocketAddr::new(host, http_port),
+            };
+            let backends = omnigate::demo::start_at(addrs).await?;
+            println!("library gRPC  http://{}", backends.library);
+            println!("authors gRPC  http://{}", backends.authors);
+            println!("reviews HTTP  http://{}", backends.http);
+            shutdown_signal().await;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Load and validate the config and start the gateway; `None` after printing every error.
+async fn load(source: &Source) -> anyhow::Result<Option<(Loaded, std::sync::Arc<Gateway>)>> {
+    let loaded = match &source.config {
+        Some(path) => config::load_file(path),
+        None => {
+            let quick = config::quick::config(
+                &source.grpc,
+                &source.descriptors,
+                &source.http,
+                source.listen.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            config::load_config(&quick, "<command line>")
+        }
+    };
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(None);
+        }
+    };
+    match Gateway::start(loaded.validated.clone()).await {
+        Ok(gateway) => Ok(Some((loaded, gateway))),
+        Err(error) => {
+            eprintln!("{}", loaded.locate(&error));
+            Ok(None)
+        }
+    }
+}
+
+async fn serve(loaded: Loaded, gateway: std::sync::Arc<Gateway>) -> anyhow::Result<ExitCode> {
+    let listen = loaded.validated.settings.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(address = %listen, bindings = gateway.snapshot().table.binding_count(), "omnigate is listening.");
+    omnigate::server::run(listener, gateway, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_routes(gateway: &Gateway) {
+    let snapshot = gateway.snapshot();
+    let lines = snapshot.table.lines();
+    let width = lines.iter().map(|l| l.path.len()).max().unwrap_or(0);
+    for line in lines {
+        println!("{:<7} {:<width$}  {}", line.method, line.path, line.target);
+    }
+}
+
+async fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
+    let backends = omnigate::demo::start()
+        .await
+        .context("starting the example backends")?;
+    let config = omnigate::demo::gateway_config(&backends, listen);
+    let loaded = config::load_config(&config, "<demo>").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gateway = Gateway::start(loaded.validated.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    println!("{}", omnigate::demo::banner(listen));
+    omnigate::server::run(listener, gateway, shutdown_signal()).await?;
+    drop(backends);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -345,6 +345,7 @@ fn seed() -> State {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::demo::pb::authors::v1::authors_client::AuthorsClient;
     use crate::demo::pb::google::rpc;

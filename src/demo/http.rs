@@ -386,6 +386,7 @@ fn seed() -> Reviews {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use http_body_util::{BodyExt as _, Full};
     use hyper_util::client::legacy::Client;

@@ -1314,6 +1314,7 @@ fn seed() -> State {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::demo::pb::google::rpc;
     use crate::demo::pb::library::v1::library_client::LibraryClient;

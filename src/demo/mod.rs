@@ -26,6 +26,7 @@
 
 mod authors;
 mod errors;
+mod gateway;
 mod http;
 mod library;
 
@@ -42,6 +43,7 @@ use tonic::metadata::MetadataMap;
 
 pub use self::authors::AuthorsBackend;
 pub use self::errors::{status_details, trigger_for_id, unpack_detail};
+pub use self::gateway::{banner, gateway_config};
 pub use self::http::HttpBackend;
 pub use self::library::LibraryBackend;
 
@@ -270,6 +272,7 @@ pub async fn start_at(addrs: BackendAddrs) -> std::io::Result<Backends> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use prost::Message as _;
     use prost_reflect::DescriptorPool;

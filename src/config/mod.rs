@@ -1,0 +1,305 @@
+//! Configuration: raw serde types (`*Config`), read from YAML with line-accurate errors
+//! ([`load`]), then validated into runtime types ([`validate`]).
+//!
+//! In: a YAML file (or the quick-mode flags, which build the same [`Config`]). Out: a
+//! [`validate::Settings`] plus the upstream and route definitions the gateway builds its route
+//! table from. Every key is checked (`deny_unknown_fields`); every gRPC route is checked against
+//! the descriptor pool when the table is built (`router::build`).
+
+pub mod load;
+pub mod quick;
+pub mod validate;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on, e.g. `127.0.0.1:8080` or `0.0.0.0:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub transcoding: TranscodingConfig,
+    /// gRPC backends and where their API descriptions come from.
+    #[serde(default)]
+    pub grpc: Vec<GrpcUpstreamConfig>,
+    /// Plain HTTP backends behind path prefixes (reverse proxy).
+    #[serde(default)]
+    pub http: Vec<HttpRouteConfig>,
+    /// Extra REST bindings of gRPC methods and per-method settings.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// How long in-flight requests may take to finish on shutdown.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: String,
+}
+
+pub fn default_listen() -> String {
+    "127.0.0.1:8080".to_string()
+}
+
+fn default_grace() -> String {
+    "10s".to_string()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body accepted, enforced while streaming (413 past it).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// Deepest JSON nesting accepted in a request body.
+    #[serde(default = "default_max_depth")]
+    pub max_json_depth: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: default_max_body(),
+            max_json_depth: default_max_depth(),
+        }
+    }
+}
+
+fn default_max_body() -> u64 {
+    1024 * 1024
+}
+
+fn default_max_depth() -> usize {
+    64
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscodingConfig {
+    /// Emit proto field names (`page_count`) instead of lowerCamelCase (`pageCount`).
+    #[serde(default)]
+    pub use_proto_names: bool,
+    /// Emit fields that hold their default value.
+    #[serde(default)]
+    pub emit_unpopulated: bool,
+    /// Accept (and drop) JSON fields the request message does not have, instead of a 400.
+    #[serde(default)]
+    pub ignore_unknown_fields: bool,
+    /// Accept (and drop) query parameters that name no field, instead of a 400.
+    #[serde(default)]
+    pub ignore_unknown_query_parameters: bool,
+    /// How path variables are percent-decoded (Envoy's `url_unescape_spec`).
+    #[serde(default)]
+    pub url_unescape: UnescapeConfig,
+    /// Server-streaming responses: NDJSON (default) or one JSON array. Clients that send
+    /// `Accept: text/event-stream` always get SSE.
+    #[serde(default)]
+    pub stream_format: StreamFormatConfig,
+    /// Expose every method at `POST /{package.Service}/{Method}` with the body as the request.
+    #[serde(default = "yes")]
+    pub auto_mapping: bool,
+    /// Request headers forwarded as gRPC metadata besides `authorization` and `x-request-id`.
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+}
+
+impl Default for TranscodingConfig {
+    fn default() -> Self {
+        TranscodingConfig {
+            use_proto_names: false,
+            emit_unpopulated: false,
+            ignore_unknown_fields: false,
+            ignore_unknown_query_parameters: false,
+            url_unescape: UnescapeConfig::default(),
+            stream_format: StreamFormatConfig::default(),
+            auto_mapping: true,
+            forward_headers: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnescapeConfig {
+    #[default]
+    AllCharactersExceptReserved,
+    AllCharactersExceptSlash,
+    AllCharacters,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamFormatConfig {
+    #[default]
+    Ndjson,
+    JsonArray,
+}
+
+/// One gRPC backend.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcUpstreamConfig {
+    pub name: String,
+    /// `http://host:port`; use `urls` to balance over several.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// FileDescriptorSet files (relative to the config file). Empty: discover by reflection.
+    #[serde(default)]
+    pub descriptors: Vec<String>,
+    /// How often reflection-discovered descriptors are fetched again (`0s` turns it off).
+    #[serde(default = "default_refresh")]
+    pub reflection_refresh: String,
+    /// Only expose these services (fully qualified). Empty: every service found.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Deadline of every call to this backend unless a route sets its own.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: String,
+}
+
+fn default_refresh() -> String {
+    "30s".to_string()
+}
+
+fn default_connect_timeout() -> String {
+    "5s".to_string()
+}
+
+/// One reverse-proxy route.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRouteConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Path prefix, matched on segment boundaries (`/books` matches `/books` and `/books/1`,
+    /// not `/bookshelf`). The longest matching prefix wins.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Only for this `Host` (port ignored); `*.example.com` matches one label.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Upstream base URL, e.g. `http://127.0.0.1:5000` or `http://127.0.0.1:5000/api`.
+    pub url: String,
+    /// Remove the prefix before forwarding (`/books/1` → `/1`).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Send the original `Host` instead of the upstream's.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Time allowed for the upstream's response headers (504 past it).
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+fn default_prefix() -> String {
+    "/".to_string()
+}
+
+/// An extra REST binding for a gRPC method (google.api.HttpRule in YAML), or, with no pattern,
+/// settings for all of the method's bindings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// `package.Service/Method` (or `package.Service.Method`).
+    pub grpc: String,
+    #[serde(default)]
+    pub get: Option<String>,
+    #[serde(default)]
+    pub put: Option<String>,
+    #[serde(default)]
+    pub post: Option<String>,
+    #[serde(default)]
+    pub delete: Option<String>,
+    #[serde(default)]
+    pub patch: Option<String>,
+    #[serde(default)]
+    pub custom: Option<CustomPatternConfig>,
+    /// `*`, a field path, or absent.
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub response_body: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Extra metadata sent with every call of this method.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPatternConfig {
+    pub kind: String,
+    pub path: String,
+}
+
+/// A config file read and validated, with its source map for errors found later.
+#[derive(Debug)]
+pub struct Loaded {
+    pub validated: validate::Validated,
+    pub source: load::SourceMap,
+}
+
+/// Read, substitute `${VAR}`s, parse and validate a config file.
+pub fn load_file(path: &std::path::Path) -> Result<Loaded, load::ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        load::ConfigErrors(vec![load::ConfigError {
+            file: file.clone(),
+            line: None,
+            column: None,
+            path: String::new(),
+            message: format!("cannot read the file: {e}"),
+            hint: None,
+        }])
+    })?;
+    let (config, source): (Config, load::SourceMap) =
+        load::parse_str(&file, &text, |name| std::env::var(name).ok())?;
+    let base_dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let validated = validate::validate(&config, &source, base_dir)?;
+    Ok(Loaded { validated, source })
+}
+
+/// Validate a config built in code (quick mode, the demo); errors name keys, not lines.
+pub fn load_config(config: &Config, origin: &str) -> Result<Loaded, load::ConfigErrors> {
+    let source = load::SourceMap::empty(origin);
+    let validated = validate::validate(config, &source, std::path::Path::new("."))?;
+    Ok(Loaded { validated, source })
+}
+
+impl Loaded {
+    /// Locate start-up errors (unknown methods, bad bindings...) at their config keys.
+    pub fn locate(&self, error: &crate::gateway::StartError) -> load::ConfigErrors {
+        use crate::gateway::StartError;
+        let errors = match error {
+            StartError::Descriptors(errors) => errors
+                .iter()
+                .map(|e| self.source.error("", e.clone()))
+                .collect(),
+            StartError::Routes(errors) => errors
+                .iter()
+                .map(|e| match &e.hint {
+                    Some(hint) => self.source.error_with_hint(
+                        e.at.as_deref().unwrap_or(""),
+                        e.message.clone(),
+                        hint.clone(),
+                    ),
+                    None => self
+                        .source
+                        .error(e.at.as_deref().unwrap_or(""), e.message.clone()),
+                })
+                .collect(),
+        };
+        load::ConfigErrors(errors)
+    }
+}

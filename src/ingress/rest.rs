@@ -1,0 +1,108 @@
+//! REST ingress: any HTTP request that no other ingress claims.
+//!
+//! In: an axum request. Out: the pipeline's response, or an error rendered as a
+//! `google.rpc.Status` JSON body with the matching HTTP status (and `Allow` on a 405).
+//! Every response carries `X-Request-Id` (the client's, or one generated here).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, State};
+use axum::response::IntoResponse;
+use http::{HeaderName, HeaderValue};
+
+use crate::error::Error;
+use crate::gateway::Gateway;
+use crate::pipeline;
+use crate::request::{body_from, full_body, parse_grpc_timeout, Protocol, Request};
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub async fn handle(
+    State(gateway): State<Arc<Gateway>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
+    let request = normalize(request, peer);
+    let id = request.id.clone();
+    let started = Instant::now();
+    let method = request.method.clone();
+    let path = request.uri.path().to_string();
+    let mut response = match pipeline::serve(&gateway, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            error.log(&id);
+            render_error(&error)
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    tracing::debug!(request_id = %id, %method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "Request served.");
+    response.map(axum::body::Body::new).into_response()
+}
+
+/// axum request → internal request.
+pub fn normalize(request: axum::extract::Request, peer: Option<SocketAddr>) -> Request {
+    let (parts, body) = request.into_parts();
+    let id = parts
+        .headers
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    let deadline = parts
+        .headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map(|timeout| Instant::now() + timeout);
+    Request {
+        id,
+        protocol: Protocol::Rest,
+        method: parts.method,
+        uri: parts.uri,
+        host,
+        peer,
+        secure: false,
+        headers: parts.headers,
+        principal: None,
+        deadline,
+        body: body_from(body),
+    }
+}
+
+/// An error as a REST response: status, `google.rpc.Status` JSON, `Allow` for 405.
+pub fn render_error(error: &Error) -> crate::request::Response {
+    let rendered = error.render();
+    let mut response = http::Response::new(full_body(rendered.to_json().to_string()));
+    *response.status_mut() = rendered.http_status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Error::MethodNotAllowed { allowed, .. } = error {
+        if let Ok(value) = HeaderValue::from_str(&allowed.join(", ")) {
+            response.headers_mut().insert(http::header::ALLOW, value);
+        }
+    }
+    if let Error::UpstreamStatus(status) = error {
+        for (name, value) in &status.trailers {
+            if let Ok(name) = HeaderName::from_bytes(format!("grpc-trailer-{name}").as_bytes()) {
+                response.headers_mut().append(name, value.clone());
+            }
+        }
+    }
+    response
+}

@@ -1,0 +1,246 @@
+//! Routing: the route table as plain data and a pure [`find`].
+//!
+//! In: a [`RouteTable`] (built once per descriptor/config version by [`build`]) and the
+//! downstream method, host and URI. Out: a [`Target`]: a gRPC method binding with its path
+//! variables, or an HTTP upstream with the path to ask it for. Must not know: I/O of any kind.
+//!
+//! Order: REST bindings of gRPC methods (HttpRule templates, most specific first), then HTTP
+//! prefix routes (host-specific before host-less, longest prefix first). A path that matches a
+//! binding only for other HTTP methods is a 405 with `Allow` — unless an HTTP route takes it.
+
+pub mod build;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use prost_reflect::MethodDescriptor;
+
+use crate::config::validate::HttpRoute;
+use crate::error::Error;
+use crate::transcode::fields::{BodyBinding, FieldPath};
+use crate::transcode::template::{Match, Matcher, UnescapeMode};
+use crate::upstream::grpc::GrpcUpstream;
+
+/// A gRPC method the gateway can call, with everything resolved at build time.
+#[derive(Debug)]
+pub struct GrpcMethod {
+    /// `package.Service/Method`.
+    pub name: String,
+    /// `/package.Service/Method`, the HTTP/2 path.
+    pub path: http::uri::PathAndQuery,
+    pub descriptor: MethodDescriptor,
+    pub upstream: GrpcUpstream,
+    pub timeout: Option<Duration>,
+    /// Extra metadata configured for the method.
+    pub metadata: HeaderMap,
+}
+
+/// One REST binding of a gRPC method (one HttpRule, or the auto-mapping).
+#[derive(Debug)]
+pub struct Binding {
+    pub method: Arc<GrpcMethod>,
+    pub http_method: String,
+    pub template: String,
+    /// One per template variable, in the template's order.
+    pub path_fields: Vec<FieldPath>,
+    pub body: BodyBinding,
+    pub response_body: Option<FieldPath>,
+}
+
+/// One line of `omnigate routes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteLine {
+    pub method: String,
+    pub path: String,
+    pub target: String,
+}
+
+/// Everything routing needs, immutable once built.
+#[derive(Debug)]
+pub struct RouteTable {
+    bindings: Matcher<Binding>,
+    /// Sorted: host-specific first, then longer prefixes first.
+    http: Vec<HttpRoute>,
+    /// Every callable method by `package.Service/Method`.
+    pub methods: HashMap<String, Arc<GrpcMethod>>,
+    unescape: UnescapeMode,
+    listing: Vec<RouteLine>,
+}
+
+impl RouteTable {
+    /// The table in a stable, readable order.
+    pub fn lines(&self) -> &[RouteLine] {
+        &self.listing
+    }
+
+    pub fn binding_count(&self) -> usize {
+        self.bindings.len()
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug)]
+pub enum Target<'a> {
+    Grpc {
+        binding: &'a Binding,
+        vars: Vec<(usize, String)>,
+    },
+    Http {
+        route: &'a HttpRoute,
+        path_and_query: String,
+    },
+}
+
+/// Find the target for a downstream request.
+pub fn find<'a>(
+    table: &'a RouteTable,
+    method: &http::Method,
+    host: Option<&str>,
+    uri: &http::Uri,
+) -> Result<Target<'a>, Error> {
+    let path = uri.path();
+    let allowed = match table.bindings.find(method.as_str(), path, table.unescape) {
+        Ok(Match::Found {
+            value, bindings, ..
+        }) => {
+            return Ok(Target::Grpc {
+                binding: value,
+                vars: bindings,
+            })
+        }
+        Ok(Match::MethodNotAllowed { allowed }) => allowed,
+        Ok(Match::NotFound) => Vec::new(),
+        Err(e) => return Err(Error::invalid("", e.to_string())),
+    };
+    let host = host.map(strip_port);
+    if let Some(route) = table
+        .http
+        .iter()
+        .find(|r| host_matches(r.host.as_deref(), host) && prefix_matches(&r.prefix, path))
+    {
+        return Ok(Target::Http {
+            route,
+            path_and_query: rewrite(route, uri),
+        });
+    }
+    if allowed.is_empty() {
+        Err(Error::NoRoute {
+            method: method.to_string(),
+            path: path.to_string(),
+        })
+    } else {
+        Err(Error::MethodNotAllowed {
+            method: method.to_string(),
+            path: path.to_string(),
+            allowed,
+        })
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    // `[::1]:8080`, `example.com:8080`, `example.com`
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    })
+}
+
+fn host_matches(pattern: Option<&str>, host: Option<&str>) -> bool {
+    let Some(pattern) = pattern else { return true };
+    let Some(host) = host else { return false };
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix)),
+        None => host.eq_ignore_ascii_case(pattern),
+    }
+}
+
+/// Segment-boundary prefix match: `/books` matches `/books`, `/books/`, `/books/1`, never
+/// `/bookshelf`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+fn rewrite(route: &HttpRoute, uri: &http::Uri) -> String {
+    let path = uri.path();
+    let path = if route.strip_prefix && route.prefix != "/" {
+        match &path[route.prefix.len()..] {
+            "" => "/",
+            rest => rest,
+        }
+    } else {
+        path
+    };
+    match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    }
+}
+
+/// Sort HTTP routes into match order.
+fn sort_http(routes: &mut [HttpRoute]) {
+    routes.sort_by(|a, b| {
+        b.host
+            .is_some()
+            .cmp(&a.host.is_some())
+            .then(b.prefix.len().cmp(&a.prefix.len()))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        let check = |prefix: &str, path: &str, expected: bool| {
+            assert_eq!(prefix_matches(prefix, path), expected, "{prefix} vs {path}")
+        };
+        check("/books", "/books", true);
+        check("/books", "/books/", true);
+        check("/books", "/books/1", true);
+        check("/books", "/bookshelf", false);
+        check("/books", "/", false);
+        check("/", "/anything", true);
+    }
+
+    #[test]
+    fn hosts_match_exactly_or_by_one_wildcard_label() {
+        let check = |pattern: Option<&str>, host: Option<&str>, expected: bool| {
+            assert_eq!(
+                host_matches(pattern, host),
+                expected,
+                "{pattern:?} vs {host:?}"
+            )
+        };
+        check(None, None, true);
+        check(None, Some("a.com"), true);
+        check(Some("a.com"), Some("A.com"), true);
+        check(Some("a.com"), Some("b.com"), false);
+        check(Some("a.com"), None, false);
+        check(Some("*.a.com"), Some("x.a.com"), true);
+        check(Some("*.a.com"), Some("a.com"), false);
+        check(Some("*.a.com"), Some("x.y.a.com"), false);
+    }
+
+    #[test]
+    fn ports_are_ignored_for_host_matching() {
+        let check = |input: &str, expected: &str| assert_eq!(strip_port(input), expected);
+        check("example.com:8080", "example.com");
+        check("example.com", "example.com");
+        check("[::1]:8080", "::1");
+    }
+}

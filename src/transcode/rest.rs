@@ -1,0 +1,561 @@
+//! REST ⇄ gRPC for one matched binding: build the request message(s) from path variables,
+//! query and body; call the method; render the reply (a JSON object, an HttpBody, or a stream
+//! as NDJSON, SSE or a JSON array).
+//!
+//! In: the normalized request and a [`Binding`] chosen by the router. Out: the HTTP response
+//! (or an [`Error`] for the ingress to render). Must not know: axum, hyper clients.
+//!
+//! Binding precedence: the body is bound first, then path variables, so a path value
+//! overrides the same field sent in the body; query parameters may not name fields bound by
+//! the path or the body (400), and with `body: "*"` no query parameter is accepted at all.
+//! Client-streaming methods read an NDJSON body: one request message per line, each sent
+//! upstream as soon as its line is complete, with the path variables applied to every message.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{self, BoxStream};
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body_util::BodyExt;
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor};
+
+use crate::config::validate::{Settings, StreamFormat};
+use crate::error::Error;
+use crate::request::{body_from, full_body, Body, Request, Response};
+use crate::router::Binding;
+use crate::transcode::fields::{self, BodyBinding, FieldPath, QueryOptions};
+use crate::transcode::json::{self, FieldError};
+use crate::upstream::grpc::{GrpcCall, MessageStream};
+
+const HTTP_BODY: &str = "google.api.HttpBody";
+
+impl From<FieldError> for Error {
+    fn from(e: FieldError) -> Error {
+        Error::invalid(e.field, e.reason)
+    }
+}
+
+/// Call the binding's method for `request` and render the answer.
+pub async fn call(
+    settings: &Settings,
+    pool: &DescriptorPool,
+    binding: &Binding,
+    vars: Vec<(usize, String)>,
+    mut request: Request,
+) -> Result<Response, Error> {
+    let method = &binding.method;
+    if let Some(timeout) = method.timeout {
+        request.limit_deadline(timeout);
+    }
+    let metadata = metadata(settings, &request, &method.metadata);
+    let accept_sse = accepts(&request.headers, "text/event-stream");
+    let deadline = request.deadline;
+
+    let messages: MessageStream = if method.descriptor.is_client_streaming() {
+        client_stream(settings, binding, vars, request)
+    } else {
+        let message = request_message(settings, binding, &vars, request).await?;
+        stream::once(async move { Ok(Bytes::from(message.encode_to_vec())) }).boxed()
+    };
+
+    let reply = method
+        .upstream
+        .call(GrpcCall {
+            path: method.path.clone(),
+            metadata,
+            deadline,
+            messages,
+        })
+        .await
+        .map_err(|e| with_details(e, pool))?;
+
+    let mut headers = HeaderMap::new();
+    prefixed(&mut headers, "grpc-metadata-", &reply.headers);
+    let output = method.descriptor.output();
+    let mut messages = reply.messages;
+
+    if !method.descriptor.is_server_streaming() {
+        let first = messages.next().await.map_err(|e| with_details(e, pool))?;
+        let Some(bytes) = first else {
+            return Err(Error::UpstreamProtocol {
+                upstream: method.upstream.name().to_string(),
+                reason: "unary call ended with OK but no message".into(),
+            });
+        };
+        // Drain to the trailers (a unary answer has exactly one message).
+        if messages
+            .next()
+            .await
+            .map_err(|e| with_details(e, pool))?
+            .is_some()
+        {
+            return Err(Error::UpstreamProtocol {
+                upstream: method.upstream.name().to_string(),
+                reason: "unary call answered more than one message".into(),
+            });
+        }
+        prefixed(&mut headers, "grpc-trailer-", messages.trailers());
+        let message = decode(&output, bytes, method.upstream.name())?;
+        let rendered =
+            fields::render_response(&message, binding.response_body.as_ref(), &settings.json)
+                .map_err(|e| render_failure(e, method.upstream.name()))?;
+        let mut response = http::Response::new(full_body(rendered.body));
+        *response.headers_mut() = headers;
+        insert_content_type(response.headers_mut(), &rendered.content_type);
+        return Ok(response);
+    }
+
+    let format = if accept_sse {
+        Format::Sse
+    } else {
+        Format::from(settings.stream_format)
+    };
+    let body = render_stream(
+        format,
+        messages.into_stream(),
+        output,
+        binding.response_body.clone(),
+        settings.json.clone(),
+        pool.clone(),
+        method.upstream.name().to_string(),
+    );
+    let mut response = http::Response::new(body);
+    *response.headers_mut() = headers;
+    insert_content_type(response.headers_mut(), format.content_type());
+    if format == Format::Sse {
+        response.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
+    }
+    Ok(response)
+}
+
+/// Fill `details` of an upstream status from `grpc-status-details-bin` through the pool.
+pub fn with_details(error: Error, pool: &DescriptorPool) -> Error {
+    match error {
+        Error::UpstreamStatus(mut status) => {
+            if let Some(bin) = status.details_bin.take() {
+                if let Some(serde_json::Value::Array(details)) =
+                    json::status_details_to_json(pool, &bin)
+                {
+                    status.details = details;
+                }
+            }
+            Error::UpstreamStatus(status)
+        }
+        other => other,
+    }
+}
+
+/// A reply message that cannot be shown as JSON (e.g. an Any of an unknown type) is the
+/// upstream's fault as far as the client is concerned.
+fn render_failure(error: FieldError, upstream: &str) -> Error {
+    Error::UpstreamProtocol {
+        upstream: upstream.to_string(),
+        reason: format!("cannot render the reply as JSON: {error}"),
+    }
+}
+
+fn decode(desc: &MessageDescriptor, bytes: Bytes, upstream: &str) -> Result<DynamicMessage, Error> {
+    DynamicMessage::decode(desc.clone(), bytes).map_err(|e| Error::UpstreamProtocol {
+        upstream: upstream.to_string(),
+        reason: format!("invalid {} message: {e}", desc.full_name()),
+    })
+}
+
+/// Headers forwarded as metadata: `authorization`, `x-request-id`, the configured allowlist,
+/// then the method's configured metadata.
+pub fn metadata(settings: &Settings, request: &Request, extra: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in [
+        http::header::AUTHORIZATION,
+        HeaderName::from_static("x-request-id"),
+    ]
+    .iter()
+    .chain(settings.forward_headers.iter())
+    {
+        for value in request.headers.get_all(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    if let Ok(id) = HeaderValue::from_str(&request.id) {
+        out.insert(HeaderName::from_static("x-request-id"), id);
+    }
+    for (name, value) in extra {
+        out.insert(name.clone(), value.clone());
+    }
+    out
+}
+
+fn prefixed(out: &mut HeaderMap, prefix: &str, metadata: &HeaderMap) {
+    for (name, value) in metadata {
+        if let Ok(name) = HeaderName::from_bytes(format!("{prefix}{name}").as_bytes()) {
+            out.append(name, value.clone());
+        }
+    }
+}
+
+fn insert_content_type(headers: &mut HeaderMap, content_type: &str) {
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        headers.insert(http::header::CONTENT_TYPE, value);
+    }
+}
+
+fn accepts(headers: &HeaderMap, media: &str) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',').any(|m| {
+                m.trim()
+                    .split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case(media))
+            })
+        })
+}
+
+fn is_json(content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
+/// Whether the body binds to a `google.api.HttpBody` (raw bytes, any content type).
+fn is_http_body(binding: &Binding) -> bool {
+    match &binding.body {
+        BodyBinding::None => false,
+        BodyBinding::Whole => binding.method.descriptor.input().full_name() == HTTP_BODY,
+        BodyBinding::Field(path) => {
+            matches!(path.last().kind(), Kind::Message(m) if m.full_name() == HTTP_BODY)
+        }
+    }
+}
+
+/// 415 unless the body is JSON (or absent, or raw for HttpBody).
+fn check_content_type(
+    binding: &Binding,
+    content_type: Option<&str>,
+    body: &[u8],
+    ndjson: bool,
+) -> Result<(), Error> {
+    if matches!(binding.body, BodyBinding::None) || body.is_empty() || is_http_body(binding) {
+        return Ok(());
+    }
+    match content_type {
+        None => Ok(()),
+        Some(ct) if is_json(ct) => Ok(()),
+        Some(ct)
+            if ndjson
+                && ct
+                    .split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-ndjson")) =>
+        {
+            Ok(())
+        }
+        Some(ct) => Err(Error::UnsupportedMediaType {
+            found: ct.to_string(),
+            expected: if ndjson {
+                "application/x-ndjson"
+            } else {
+                "application/json"
+            },
+        }),
+    }
+}
+
+/// Read the whole (limited) body.
+async fn collect(body: Body) -> Result<Bytes, Error> {
+    body.collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(body_error)
+}
+
+/// A body that failed while being read: too large, or the client went away.
+pub fn body_error(error: crate::request::BoxError) -> Error {
+    if let Some(limit) = error.downcast_ref::<crate::policy::limits::TooLarge>() {
+        return Error::PayloadTooLarge { limit: limit.0 };
+    }
+    Error::Cancelled
+}
+
+async fn request_message(
+    settings: &Settings,
+    binding: &Binding,
+    vars: &[(usize, String)],
+    request: Request,
+) -> Result<DynamicMessage, Error> {
+    let content_type = request.content_type().map(str::to_string);
+    let query = request.uri.query().unwrap_or("").to_string();
+    let body = if matches!(binding.body, BodyBinding::None) {
+        Bytes::new()
+    } else {
+        collect(request.body).await?
+    };
+    check_content_type(binding, content_type.as_deref(), &body, false)?;
+    let mut message = DynamicMessage::new(binding.method.descriptor.input());
+    fields::bind_body(
+        &mut message,
+        &binding.body,
+        content_type.as_deref(),
+        &body,
+        &settings.json,
+    )?;
+    bind_path_and_query(settings, binding, vars, &query, &mut message)?;
+    Ok(message)
+}
+
+fn bind_path_and_query(
+    settings: &Settings,
+    binding: &Binding,
+    vars: &[(usize, String)],
+    query: &str,
+    message: &mut DynamicMessage,
+) -> Result<(), Error> {
+    for (index, value) in vars {
+        if let Some(path) = binding.path_fields.get(*index) {
+            fields::set_from_str(message, path, value)?;
+        }
+    }
+    let mut bound: Vec<FieldPath> = binding.path_fields.clone();
+    if let BodyBinding::Field(path) = &binding.body {
+        bound.push(path.clone());
+    }
+    fields::apply_query(
+        message,
+        query,
+        &bound,
+        matches!(binding.body, BodyBinding::Whole),
+        QueryOptions {
+            ignore_unknown: settings.ignore_unknown_query_parameters,
+        },
+    )?;
+    Ok(())
+}
+
+/// NDJSON request body → a stream of encoded messages, one per line, as lines complete.
+fn client_stream(
+    settings: &Settings,
+    binding: &Binding,
+    vars: Vec<(usize, String)>,
+    request: Request,
+) -> MessageStream {
+    let content_type = request.content_type().map(str::to_string);
+    if let Err(e) = check_content_type(binding, content_type.as_deref(), b"x", true) {
+        return stream::once(async move { Err(e) }).boxed();
+    }
+    let query = request.uri.query().unwrap_or("").to_string();
+    let settings = settings.clone();
+    let input = binding.method.descriptor.input();
+    let path_fields = binding.path_fields.clone();
+    let lines = ndjson_lines(request.body);
+    let mut line_no = 0usize;
+    lines
+        .map(move |line| {
+            line_no += 1;
+            let line = line?;
+            let mut message = DynamicMessage::new(input.clone());
+            json::decode_message(&input, &line, &settings.json)
+                .map(|m| message = m)
+                .map_err(|e| Error::invalid(e.field, format!("line {line_no}: {}", e.reason)))?;
+            for (index, value) in &vars {
+                if let Some(path) = path_fields.get(*index) {
+                    fields::set_from_str(&mut message, path, value)?;
+                }
+            }
+            if line_no == 1 && !query.is_empty() && !settings.ignore_unknown_query_parameters {
+                return Err(Error::invalid(
+                    "",
+                    "query parameters are not accepted on a streaming body route",
+                ));
+            }
+            Ok(Bytes::from(message.encode_to_vec()))
+        })
+        .boxed()
+}
+
+/// Split a streaming body into non-empty lines.
+fn ndjson_lines(body: Body) -> BoxStream<'static, Result<Bytes, Error>> {
+    stream::unfold(
+        (body, BytesMut::new(), false),
+        |(mut body, mut buffer, mut done)| async move {
+            loop {
+                if let Some(pos) = buffer.iter().position(|&b| b == b'\n') {
+                    let line = buffer.split_to(pos + 1).freeze();
+                    let line = trim_line(line);
+                    if line.is_empty() {
+                        continue;
+                    }
+                    return Some((Ok(line), (body, buffer, done)));
+                }
+                if done {
+                    let rest = trim_line(buffer.split().freeze());
+                    return if rest.is_empty() {
+                        None
+                    } else {
+                        Some((Ok(rest), (body, buffer, done)))
+                    };
+                }
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            buffer.extend_from_slice(&data);
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(body_error(e)), (body, buffer, true))),
+                    None => done = true,
+                }
+            }
+        },
+    )
+    .boxed()
+}
+
+fn trim_line(line: Bytes) -> Bytes {
+    let start = line
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(line.len());
+    let end = line
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    line.slice(start..end.max(start))
+}
+
+/// How a server stream is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Ndjson,
+    Sse,
+    JsonArray,
+}
+
+impl From<StreamFormat> for Format {
+    fn from(f: StreamFormat) -> Self {
+        match f {
+            StreamFormat::Ndjson => Format::Ndjson,
+            StreamFormat::JsonArray => Format::JsonArray,
+        }
+    }
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Ndjson => "application/x-ndjson",
+            Format::Sse => "text/event-stream",
+            Format::JsonArray => "application/json",
+        }
+    }
+}
+
+/// Render a stream of reply messages. An error mid-stream ends the stream with an error
+/// object (`{"error": {...}}` line, an SSE `event: error`, or the array's last element):
+/// never a silent truncation.
+fn render_stream(
+    format: Format,
+    messages: BoxStream<'static, Result<Bytes, Error>>,
+    output: MessageDescriptor,
+    response_body: Option<FieldPath>,
+    options: json::JsonOptions,
+    pool: DescriptorPool,
+    upstream: String,
+) -> Body {
+    struct State {
+        messages: BoxStream<'static, Result<Bytes, Error>>,
+        first: bool,
+        finished: bool,
+    }
+    let state = State {
+        messages,
+        first: true,
+        finished: false,
+    };
+    let chunks = stream::unfold(state, move |mut state| {
+        let (output, response_body, options, pool, upstream) = (
+            output.clone(),
+            response_body.clone(),
+            options.clone(),
+            pool.clone(),
+            upstream.clone(),
+        );
+        async move {
+            if state.finished {
+                return None;
+            }
+            let mut out = Vec::new();
+            let item = match state.messages.next().await {
+                None => {
+                    state.finished = true;
+                    if format != Format::JsonArray {
+                        return None;
+                    }
+                    out.extend_from_slice(if state.first { b"[]" } else { b"]" });
+                    return Some((Bytes::from(out), state));
+                }
+                Some(item) => item
+                    .map_err(|e| with_details(e, &pool))
+                    .and_then(|bytes| decode(&output, bytes, &upstream)),
+            };
+            let payload = match item {
+                Ok(message) => {
+                    match fields::render_response(&message, response_body.as_ref(), &options) {
+                        Ok(rendered) => rendered.body,
+                        Err(e) => {
+                            state.finished = true;
+                            let error = render_failure(e, &upstream);
+                            error.log("");
+                            serde_json::json!({ "error": error.render().to_json() })
+                                .to_string()
+                                .into_bytes()
+                        }
+                    }
+                }
+                Err(error) => {
+                    error.log("");
+                    state.finished = true;
+                    serde_json::json!({ "error": error.render().to_json() })
+                        .to_string()
+                        .into_bytes()
+                }
+            };
+            match format {
+                Format::Ndjson => {
+                    out.extend_from_slice(&payload);
+                    out.push(b'\n');
+                }
+                Format::Sse if state.finished => {
+                    out.extend_from_slice(b"event: error\ndata: ");
+                    out.extend_from_slice(&payload);
+                    out.extend_from_slice(b"\n\n");
+                }
+                Format::Sse => {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(&payload);
+                    out.extend_from_slice(b"\n\n");
+                }
+                Format::JsonArray => {
+                    out.push(if state.first { b'[' } else { b',' });
+                    out.extend_from_slice(&payload);
+                    if state.finished {
+                        out.push(b']');
+                    }
+                }
+            }
+            state.first = false;
+            Some((Bytes::from(out), state))
+        }
+    });
+    body_from(http_body_util::StreamBody::new(chunks.map(|bytes| {
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes))
+    })))
+}

@@ -1,0 +1,451 @@
+//! gRPC upstream dispatch: encoded protobuf messages in, encoded messages and a status out.
+//!
+//! In: a [`GrpcCall`] (method path, metadata, deadline, a stream of already-encoded request
+//! messages). Out: a [`GrpcReply`] whose messages arrive as they are decoded from the HTTP/2
+//! body, ending with the call's status from the trailers. Must not know: JSON, HTTP ingress,
+//! descriptors (messages are opaque bytes here; transcoding happens in `transcode/`).
+//!
+//! The framing (5-byte length prefix, `grpc-status` in trailers or trailers-only headers) is
+//! written here on top of tonic's pooled HTTP/2 [`Channel`] instead of going through
+//! `tonic::client::Grpc`, because the gateway must see the raw answer: an upstream that replies
+//! with an HTML page or without any `grpc-status` has to become a 502, never be parsed as
+//! protobuf, and tonic's codec path folds that into ordinary statuses.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue};
+use http_body_util::BodyExt;
+use tonic::transport::{Channel, Endpoint};
+use tower::{Service, ServiceExt};
+
+use crate::error::{Code, Error, UpstreamStatus};
+use crate::request::format_grpc_timeout;
+
+/// Messages larger than this are refused in either direction unless configured otherwise.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// One gRPC backend: a name for errors and logs, and a pooled, multiplexed HTTP/2 channel.
+#[derive(Clone, Debug)]
+pub struct GrpcUpstream {
+    name: Arc<str>,
+    channel: Channel,
+    max_message_bytes: usize,
+}
+
+impl GrpcUpstream {
+    /// A lazily connecting channel over one or more endpoints (balanced per request when there
+    /// are several). Connections are reused across calls; HTTP/2 multiplexes concurrent calls.
+    pub fn new(name: &str, urls: &[http::Uri], connect_timeout: Duration) -> Result<Self, String> {
+        let endpoints = urls
+            .iter()
+            .map(|url| {
+                Endpoint::from_shared(url.to_string())
+                    .map(|e| {
+                        e.connect_timeout(connect_timeout)
+                            .tcp_nodelay(true)
+                            .http2_keep_alive_interval(Duration::from_secs(30))
+                            .keep_alive_while_idle(true)
+                            .http2_adaptive_window(true)
+                    })
+                    .map_err(|e| format!("invalid gRPC upstream URL {url}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let channel = match endpoints.as_slice() {
+            [] => return Err(format!("gRPC upstream {name} has no URL")),
+            [one] => one.connect_lazy(),
+            _ => Channel::balance_list(endpoints.into_iter()),
+        };
+        Ok(GrpcUpstream {
+            name: name.into(),
+            channel,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The channel, for descriptor discovery by server reflection.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Start a call. Resolves once the response headers arrived (or the call failed).
+    pub async fn call(&self, call: GrpcCall) -> Result<GrpcReply, Error> {
+        let GrpcCall {
+            path,
+            metadata,
+            deadline,
+            messages,
+        } = call;
+        let request_error: RequestError = Arc::default();
+        let body = request_body(messages, self.max_message_bytes, request_error.clone());
+
+        let mut request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(path)
+            .body(tonic::body::Body::new(body))
+            .map_err(|e| Error::internal(format!("building gRPC request: {e}")))?;
+        let headers = request.headers_mut();
+        *headers = metadata;
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Ok(value) = HeaderValue::from_str(&format_grpc_timeout(left)) {
+                headers.insert("grpc-timeout", value);
+            }
+        }
+
+        let mut channel = self.channel.clone();
+        let send = async {
+            let ready = channel.ready().await.map_err(|e| self.unavailable(&e))?;
+            ready.call(request).await.map_err(|e| self.unavailable(&e))
+        };
+        let response = with_deadline(deadline, &self.name, send).await?;
+
+        let (parts, body) = response.into_parts();
+        // Trailers-only answers carry the status in the headers.
+        if let Some(status) = parse_status(&parts.headers) {
+            if status.code != Code::Ok || !is_grpc(&parts.headers) {
+                return Err(taken(&request_error).unwrap_or_else(|| status.into_error()));
+            }
+        }
+        if !is_grpc(&parts.headers) {
+            return Err(Error::UpstreamProtocol {
+                upstream: self.name.to_string(),
+                reason: format!(
+                    "HTTP {} with content-type {:?} instead of a gRPC response",
+                    parts.status,
+                    parts.headers.get(http::header::CONTENT_TYPE)
+                ),
+            });
+        }
+        let mut headers = parts.headers;
+        strip_reserved(&mut headers);
+        Ok(GrpcReply {
+            headers,
+            messages: Messages {
+                upstream: self.name.clone(),
+                body,
+                buffer: BytesMut::new(),
+                trailers: HeaderMap::new(),
+                done: false,
+                deadline,
+                max_message_bytes: self.max_message_bytes,
+                request_error,
+            },
+        })
+    }
+
+    fn unavailable(&self, error: &dyn std::fmt::Display) -> Error {
+        Error::UpstreamUnavailable {
+            upstream: self.name.to_string(),
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// A stream of encoded request messages; an `Err` aborts the call with that error.
+pub type MessageStream = BoxStream<'static, Result<Bytes, Error>>;
+
+/// One call to make.
+pub struct GrpcCall {
+    /// `/package.Service/Method`.
+    pub path: http::uri::PathAndQuery,
+    /// Request metadata (already filtered: what the caller chose to forward).
+    pub metadata: HeaderMap,
+    pub deadline: Option<Instant>,
+    pub messages: MessageStream,
+}
+
+/// The first error of the request stream: it explains the upstream's reset better than the
+/// reset itself.
+type RequestError = Arc<Mutex<Option<Error>>>;
+
+fn taken(slot: &RequestError) -> Option<Error> {
+    slot.lock().ok().and_then(|mut e| e.take())
+}
+
+fn request_body(
+    messages: MessageStream,
+    max_message_bytes: usize,
+    slot: RequestError,
+) -> impl http_body::Body<Data = Bytes, Error = Error> + Send + 'static {
+    let frames = messages.map(move |message| {
+        let result = message.and_then(|message| {
+            if message.len() > max_message_bytes {
+                return Err(Error::PayloadTooLarge {
+                    limit: max_message_bytes as u64,
+                });
+            }
+            let mut frame = BytesMut::with_capacity(5 + message.len());
+            frame.put_u8(0);
+            frame.put_u32(message.len() as u32);
+            frame.put_slice(&message);
+            Ok(http_body::Frame::data(frame.freeze()))
+        });
+        if let Err(error) = &result {
+            if let Ok(mut slot) = slot.lock() {
+                slot.get_or_insert_with(|| clone_error(error));
+            }
+        }
+        result
+    });
+    http_body_util::StreamBody::new(frames)
+}
+
+/// Errors are not `Clone` (they may hold boxed causes elsewhere); the request-stream errors we
+/// keep are all plain data, so rebuild them.
+fn clone_error(error: &Error) -> Error {
+    match error {
+        Error::InvalidArgument { field, reason } => Error::invalid(field.clone(), reason.clone()),
+        Error::PayloadTooLarge { limit } => Error::PayloadTooLarge { limit: *limit },
+        Error::Cancelled => Error::Cancelled,
+        other => Error::internal(other.to_string()),
+    }
+}
+
+async fn with_deadline<T>(
+    deadline: Option<Instant>,
+    upstream: &str,
+    future: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match deadline {
+        None => future.await,
+        Some(deadline) => {
+            let started = Instant::now();
+            match tokio::time::timeout_at(deadline.into(), future).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::UpstreamTimeout {
+                    upstream: upstream.to_string(),
+                    timeout: deadline.saturating_duration_since(started),
+                }),
+            }
+        }
+    }
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// Reserved gRPC protocol headers never travel on as metadata.
+fn strip_reserved(headers: &mut HeaderMap) {
+    const RESERVED: [&str; 9] = [
+        "content-type",
+        "grpc-status",
+        "grpc-message",
+        "grpc-status-details-bin",
+        "grpc-encoding",
+        "grpc-accept-encoding",
+        "content-length",
+        "date",
+        "te",
+    ];
+    for name in RESERVED {
+        headers.remove(name);
+    }
+}
+
+/// A status read from headers or trailers.
+struct Status {
+    code: Code,
+    message: String,
+    details_bin: Option<Bytes>,
+    trailers: HeaderMap,
+}
+
+impl Status {
+    fn into_error(self) -> Error {
+        Error::UpstreamStatus(Box::new(UpstreamStatus {
+            code: self.code,
+            message: self.message,
+            details: Vec::new(),
+            details_bin: self.details_bin,
+            trailers: self.trailers,
+        }))
+    }
+}
+
+fn parse_status(headers: &HeaderMap) -> Option<Status> {
+    let code = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<i32>()
+        .ok()?;
+    let message = headers
+        .get("grpc-message")
+        .map(|v| {
+            percent_encoding::percent_decode(v.as_bytes())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default();
+    let details_bin = headers
+        .get("grpc-status-details-bin")
+        .and_then(|v| BASE64.decode(v.as_bytes()).ok())
+        .map(Bytes::from);
+    let mut trailers = headers.clone();
+    strip_reserved(&mut trailers);
+    Some(Status {
+        code: Code::from_i32(code),
+        message,
+        details_bin,
+        trailers,
+    })
+}
+
+/// Binary metadata is base64 with or without padding.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// An answer in progress.
+pub struct GrpcReply {
+    /// Response metadata (reserved gRPC headers removed).
+    pub headers: HeaderMap,
+    pub messages: Messages,
+}
+
+/// The response messages, decoded from the body as frames arrive.
+pub struct Messages {
+    upstream: Arc<str>,
+    body: tonic::body::Body,
+    buffer: BytesMut,
+    trailers: HeaderMap,
+    done: bool,
+    deadline: Option<Instant>,
+    max_message_bytes: usize,
+    request_error: RequestError,
+}
+
+impl Messages {
+    /// The next message; `Ok(None)` once the call ended with OK; `Err` for a non-OK status or
+    /// a broken stream.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, Error> {
+        let deadline = self.deadline;
+        let upstream = self.upstream.clone();
+        with_deadline(deadline, &upstream, self.next_inner()).await
+    }
+
+    async fn next_inner(&mut self) -> Result<Option<Bytes>, Error> {
+        loop {
+            if let Some(message) = self.split_message()? {
+                return Ok(Some(message));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => self.buffer.extend_from_slice(&data),
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            return self.finish(Some(trailers));
+                        }
+                    }
+                },
+                Some(Err(status)) => {
+                    self.done = true;
+                    if let Some(error) = taken(&self.request_error) {
+                        return Err(error);
+                    }
+                    return Err(Error::UpstreamUnavailable {
+                        upstream: self.upstream.to_string(),
+                        reason: format!("response stream broke: {status}"),
+                    });
+                }
+                None => return self.finish(None),
+            }
+        }
+    }
+
+    fn split_message(&mut self) -> Result<Option<Bytes>, Error> {
+        if self.buffer.len() < 5 {
+            return Ok(None);
+        }
+        let compressed = self.buffer[0];
+        let len = u32::from_be_bytes([
+            self.buffer[1],
+            self.buffer[2],
+            self.buffer[3],
+            self.buffer[4],
+        ]) as usize;
+        if compressed != 0 {
+            return Err(self.protocol("compressed message although no compression was offered"));
+        }
+        if len > self.max_message_bytes {
+            return Err(self.protocol(&format!(
+                "message of {len} bytes exceeds the limit of {} bytes",
+                self.max_message_bytes
+            )));
+        }
+        if self.buffer.len() < 5 + len {
+            self.buffer.reserve(5 + len - self.buffer.len());
+            return Ok(None);
+        }
+        self.buffer.advance(5);
+        Ok(Some(self.buffer.split_to(len).freeze()))
+    }
+
+    fn finish(&mut self, trailers: Option<HeaderMap>) -> Result<Option<Bytes>, Error> {
+        self.done = true;
+        if !self.buffer.is_empty() {
+            return Err(self.protocol("stream ended inside a message"));
+        }
+        let Some(status) = trailers.as_ref().and_then(parse_status) else {
+            if let Some(error) = taken(&self.request_error) {
+                return Err(error);
+            }
+            return Err(self.protocol("stream ended without grpc-status"));
+        };
+        if status.code != Code::Ok {
+            return Err(taken(&self.request_error).unwrap_or_else(|| status.into_error()));
+        }
+        self.trailers = status.trailers;
+        Ok(None)
+    }
+
+    fn protocol(&mut self, reason: &str) -> Error {
+        self.done = true;
+        Error::UpstreamProtocol {
+            upstream: self.upstream.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Trailing metadata, once `next` returned `Ok(None)`.
+    pub fn trailers(&self) -> &HeaderMap {
+        &self.trailers
+    }
+
+    /// All remaining messages as a stream (ends after the first error).
+    pub fn into_stream(self) -> BoxStream<'static, Result<Bytes, Error>> {
+        futures_util::stream::unfold(Some(self), |state| async move {
+            let mut messages = state?;
+            match messages.next().await {
+                Ok(Some(message)) => Some((Ok(message), Some(messages))),
+                Ok(None) => None,
+                Err(error) => Some((Err(error), None)),
+            }
+        })
+        .boxed()
+    }
+}

@@ -1,0 +1,256 @@
+//! HTTP upstream dispatch: the reverse proxy (nginx's `proxy_pass`).
+//!
+//! In: the normalized [`Request`] and the path (and query) to ask the upstream for. Out: the
+//! upstream's response, streamed back without buffering. Must not know: routing rules (the
+//! router already chose the upstream and rewrote the path), JSON, gRPC.
+//!
+//! What it adds: `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host`,
+//! `X-Real-IP`; `Host` rewritten to the upstream's authority unless `preserve_host`; hop-by-hop
+//! headers removed both ways (RFC 9110 §7.6.1). Connections are pooled and kept alive by
+//! hyper-util's client.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::Error;
+use crate::request::{body_from, Body, Request, Response};
+
+/// The pooled client every HTTP upstream shares (pools are per authority inside).
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    client: Client<HttpConnector, Body>,
+}
+
+impl HttpClient {
+    pub fn new(connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        HttpClient { client }
+    }
+}
+
+/// One HTTP backend.
+#[derive(Clone, Debug)]
+pub struct HttpUpstream {
+    pub name: String,
+    /// `http://host:port` plus an optional base path (without trailing slash).
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    base_path: String,
+    pub preserve_host: bool,
+    pub timeout: Option<Duration>,
+}
+
+impl HttpUpstream {
+    pub fn new(
+        name: &str,
+        url: &http::Uri,
+        preserve_host: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Self, String> {
+        let scheme = url
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("{url}: missing http:// scheme"))?;
+        if scheme != http::uri::Scheme::HTTP {
+            return Err(format!("{url}: only http:// upstreams are supported"));
+        }
+        let authority = url
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("{url}: missing host"))?;
+        if url.query().is_some() {
+            return Err(format!("{url}: an upstream URL cannot carry a query"));
+        }
+        let base_path = url.path().trim_end_matches('/').to_string();
+        Ok(HttpUpstream {
+            name: name.to_string(),
+            scheme,
+            authority,
+            base_path,
+            preserve_host,
+            timeout,
+        })
+    }
+
+    /// Forward `request` to `path_and_query` (starting with '/') below the base path.
+    pub async fn forward(
+        &self,
+        client: &HttpClient,
+        request: Request,
+        path_and_query: &str,
+    ) -> Result<Response, Error> {
+        let uri = http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{}", self.base_path, path_and_query))
+            .build()
+            .map_err(|e| Error::invalid("", format!("cannot forward to this path: {e}")))?;
+
+        let Request {
+            method,
+            mut headers,
+            host,
+            peer,
+            secure,
+            body,
+            deadline,
+            ..
+        } = request;
+        remove_hop_by_hop(&mut headers);
+        if let Some(peer) = peer {
+            let ip = peer.ip().to_string();
+            let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prior) if !prior.is_empty() => format!("{prior}, {ip}"),
+                _ => ip.clone(),
+            };
+            insert(&mut headers, "x-forwarded-for", &forwarded_for);
+            insert(&mut headers, "x-real-ip", &ip);
+        }
+        insert(
+            &mut headers,
+            "x-forwarded-proto",
+            if secure { "https" } else { "http" },
+        );
+        if let Some(host) = &host {
+            insert(&mut headers, "x-forwarded-host", host);
+        }
+        if self.preserve_host {
+            if let Some(host) = &host {
+                insert(&mut headers, "host", host);
+            }
+        } else {
+            // hyper fills `Host` from the URI's authority when none is set.
+            headers.remove(header::HOST);
+        }
+
+        let mut upstream_request = http::Request::new(body);
+        *upstream_request.method_mut() = method;
+        *upstream_request.uri_mut() = uri;
+        *upstream_request.headers_mut() = headers;
+
+        let timeout = match (self.timeout, deadline) {
+            (Some(t), Some(d)) => {
+                Some(t.min(d.saturating_duration_since(std::time::Instant::now())))
+            }
+            (t, d) => {
+                t.or_else(|| d.map(|d| d.saturating_duration_since(std::time::Instant::now())))
+            }
+        };
+        let send = client.client.request(upstream_request);
+        let result = match timeout {
+            Some(timeout) => match tokio::time::timeout(timeout, send).await {
+                Ok(result) => result,
+                Err(_) => {
+                    return Err(Error::UpstreamTimeout {
+                        upstream: self.name.clone(),
+                        timeout,
+                    })
+                }
+            },
+            None => send.await,
+        };
+        let response = result.map_err(|e| Error::UpstreamUnavailable {
+            upstream: self.name.clone(),
+            reason: error_chain(&e),
+        })?;
+        let (mut parts, body) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        Ok(http::Response::from_parts(parts, body_from(body)))
+    }
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// Remove the connection-specific headers, including those named by `Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_including_connection_tokens() {
+        let mut headers = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("x-kept", "yes"),
+        ] {
+            headers.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn upstream_urls_are_checked() {
+        let check = |url: &str, ok: bool| {
+            let uri: http::Uri = url.parse().expect("uri");
+            assert_eq!(
+                HttpUpstream::new("u", &uri, false, None).is_ok(),
+                ok,
+                "{url}"
+            )
+        };
+        check("http://127.0.0.1:5000", true);
+        check("http://127.0.0.1:5000/api/", true);
+        check("https://example.com", false);
+        check("http://127.0.0.1:5000/?a=1", false);
+    }
+}

@@ -1,0 +1,7 @@
+#![allow(unreachable_pub, dead_code)]
+//! End-to-end tests: real backends, a real gateway and real clients over 127.0.0.1 sockets.
+//! One test binary, so it links once.
+
+mod support;
+
+mod rest;
