@@ -95,6 +95,11 @@ impl Gateway {
         }))
     }
 
+    /// The validated config the gateway was started with.
+    pub fn config(&self) -> &Validated {
+        &self.config
+    }
+
     /// The current version; hold it for the whole request.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()

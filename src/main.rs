@@ -36,6 +36,8 @@ enum Command {
     },
     /// Print the route table: HTTP method, path template, target.
     Routes(Source),
+    /// Print the GraphQL schema (SDL) generated from the descriptors.
+    Schema(Source),
     /// Run only the example backends on fixed ports (for benchmarks and manual tests).
     #[command(hide = true)]
     Backends {
@@ -123,6 +125,24 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 None => Ok(ExitCode::FAILURE),
             }
         }
+        Command::Schema(source) => {
+            let Some((loaded, gateway)) = load(&source).await? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            match omnigate::ingress::graphql::sdl(&gateway) {
+                Ok(sdl) => {
+                    print!("{sdl}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => {
+                    eprintln!(
+                        "{}",
+                        loaded.locate(&omnigate::gateway::StartError::Routes(errors))
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Routes(source) => {
             let Some((_, gateway)) = load(&source).await? else {
                 return Ok(ExitCode::FAILURE);
@@ -174,7 +194,16 @@ async fn load(source: &Source) -> anyhow::Result<Option<(Loaded, std::sync::Arc<
         }
     };
     match Gateway::start(loaded.validated.clone()).await {
-        Ok(gateway) => Ok(Some((loaded, gateway))),
+        Ok(gateway) => match omnigate::ingress::graphql::check(&gateway) {
+            Ok(()) => Ok(Some((loaded, gateway))),
+            Err(errors) => {
+                eprintln!(
+                    "{}",
+                    loaded.locate(&omnigate::gateway::StartError::Routes(errors))
+                );
+                Ok(None)
+            }
+        },
         Err(error) => {
             eprintln!("{}", loaded.locate(&error));
             Ok(None)

@@ -32,3 +32,117 @@ pub async fn serve(gateway: &Gateway, mut request: Request) -> Result<Response, 
         }
     }
 }
+
+/// One downstream operation that may make several upstream calls (a GraphQL operation, a
+/// WebSocket subscription): the policies already ran on its [`Request`]; every call it makes
+/// forwards its metadata and respects its deadline.
+#[derive(Clone)]
+pub struct Operation {
+    pub gateway: std::sync::Arc<Gateway>,
+    pub snapshot: std::sync::Arc<crate::gateway::Snapshot>,
+    pub request_id: String,
+    pub headers: http::HeaderMap,
+    pub deadline: Option<std::time::Instant>,
+}
+
+impl Operation {
+    /// Run the policies on `request` and keep what later calls need from it.
+    pub fn begin(
+        gateway: std::sync::Arc<Gateway>,
+        mut request: Request,
+    ) -> Result<Operation, Error> {
+        policy::apply(&gateway.settings, &mut request)?;
+        let snapshot = gateway.snapshot();
+        Ok(Operation {
+            gateway,
+            snapshot,
+            request_id: request.id,
+            headers: request.headers,
+            deadline: request.deadline,
+        })
+    }
+
+    fn call(
+        &self,
+        method: &crate::router::GrpcMethod,
+        message: &prost_reflect::DynamicMessage,
+    ) -> crate::upstream::grpc::GrpcCall {
+        use futures_util::StreamExt as _;
+        use prost::Message as _;
+        let deadline = match (self.deadline, method.timeout) {
+            (Some(d), Some(t)) => Some(d.min(std::time::Instant::now() + t)),
+            (d, t) => d.or_else(|| t.map(|t| std::time::Instant::now() + t)),
+        };
+        let bytes = bytes::Bytes::from(message.encode_to_vec());
+        crate::upstream::grpc::GrpcCall {
+            path: method.path.clone(),
+            metadata: transcode::rest::forwarded_metadata(
+                &self.gateway.settings,
+                &self.headers,
+                &self.request_id,
+                &method.metadata,
+            ),
+            deadline,
+            messages: futures_util::stream::once(async move { Ok(bytes) }).boxed(),
+        }
+    }
+
+    /// A unary (or client-streaming with one message) call.
+    pub async fn unary(
+        &self,
+        method: &crate::router::GrpcMethod,
+        message: &prost_reflect::DynamicMessage,
+    ) -> Result<prost_reflect::DynamicMessage, Error> {
+        let pool = &self.snapshot.pool;
+        let reply = method
+            .upstream
+            .call(self.call(method, message))
+            .await
+            .map_err(|e| transcode::rest::with_details(e, pool))?;
+        let mut messages = reply.messages;
+        let first = messages
+            .next()
+            .await
+            .map_err(|e| transcode::rest::with_details(e, pool))?;
+        let bytes = first.ok_or_else(|| Error::UpstreamProtocol {
+            upstream: method.upstream.name().to_string(),
+            reason: "unary call ended with OK but no message".into(),
+        })?;
+        while messages
+            .next()
+            .await
+            .map_err(|e| transcode::rest::with_details(e, pool))?
+            .is_some()
+        {}
+        transcode::rest::decode(&method.descriptor.output(), bytes, method.upstream.name())
+    }
+
+    /// A server-streaming call: its messages, decoded, ending at the first error. Dropping the
+    /// stream cancels the upstream call.
+    pub async fn server_stream(
+        &self,
+        method: &crate::router::GrpcMethod,
+        message: &prost_reflect::DynamicMessage,
+    ) -> Result<
+        futures_util::stream::BoxStream<'static, Result<prost_reflect::DynamicMessage, Error>>,
+        Error,
+    > {
+        use futures_util::StreamExt as _;
+        let pool = self.snapshot.pool.clone();
+        let reply = method
+            .upstream
+            .call(self.call(method, message))
+            .await
+            .map_err(|e| transcode::rest::with_details(e, &pool))?;
+        let output = method.descriptor.output();
+        let upstream = method.upstream.name().to_string();
+        Ok(reply
+            .messages
+            .into_stream()
+            .map(move |item| {
+                item.map_err(|e| transcode::rest::with_details(e, &pool))
+                    .and_then(|bytes| transcode::rest::decode(&output, bytes, &upstream))
+            })
+            .boxed())
+    }
+}

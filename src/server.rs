@@ -12,12 +12,16 @@ use tokio::net::TcpListener;
 
 use crate::gateway::Gateway;
 use crate::ingress;
+use crate::router::build::BuildError;
 
-/// The HTTP application: every ingress mounted on one router.
-pub fn app(gateway: Arc<Gateway>) -> axum::Router {
-    axum::Router::new()
-        .fallback(ingress::rest::handle)
-        .with_state(gateway)
+/// The HTTP application: every ingress mounted on one router (GraphQL on its path, REST for
+/// everything else). Fails when the GraphQL config does not fit the descriptors.
+pub fn app(gateway: Arc<Gateway>) -> Result<axum::Router, Vec<BuildError>> {
+    let mut router = axum::Router::<Arc<Gateway>>::new();
+    if let Some(graphql) = ingress::graphql::GraphqlState::new(gateway.clone())? {
+        router = router.merge(ingress::graphql::router(graphql));
+    }
+    Ok(router.fallback(ingress::rest::handle).with_state(gateway))
 }
 
 /// Serve until `shutdown` resolves, then drain for at most the configured grace period.
@@ -29,7 +33,12 @@ pub async fn run(
     let grace = gateway.settings.shutdown_grace;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     gateway.spawn_refresh(stop_rx.clone());
-    let app = app(gateway).into_make_service_with_connect_info::<SocketAddr>();
+    let app = app(gateway)
+        .map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            std::io::Error::other(lines.join("\n"))
+        })?
+        .into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("Shutting down: no new connections; draining in-flight requests.");

@@ -37,6 +37,9 @@ pub struct Config {
     /// How long in-flight requests may take to finish on shutdown.
     #[serde(default = "default_grace")]
     pub shutdown_grace: String,
+    /// The GraphQL ingress over every gRPC service.
+    #[serde(default)]
+    pub graphql: GraphqlConfig,
 }
 
 pub fn default_listen() -> String {
@@ -241,6 +244,170 @@ pub struct RouteConfig {
 pub struct CustomPatternConfig {
     pub kind: String,
     pub path: String,
+}
+
+/// The GraphQL ingress: a schema generated from the descriptors, served on `path` over HTTP,
+/// WebSocket and SSE.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphqlConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_graphql_path")]
+    pub path: String,
+    #[serde(default = "yes")]
+    pub introspection: bool,
+    /// GraphiQL for browsers at GET `path`.
+    #[serde(default = "yes")]
+    pub graphiql: bool,
+    /// Methods exposed as Query fields whatever their annotations say.
+    #[serde(default)]
+    pub queries: Vec<String>,
+    /// Methods exposed as Mutation fields whatever their annotations say.
+    #[serde(default)]
+    pub mutations: Vec<String>,
+    #[serde(default)]
+    pub limits: GraphqlLimitsConfig,
+    /// Fields added to a type and resolved by another gRPC method.
+    #[serde(default)]
+    pub joins: Vec<JoinConfig>,
+    /// Fields resolved by an HTTP upstream answering JSON.
+    #[serde(default)]
+    pub http_fields: Vec<HttpFieldConfig>,
+    /// SDL files (relative to the config file) declaring the types of `http_fields`.
+    #[serde(default)]
+    pub sdl: Vec<String>,
+    /// The same, inline.
+    #[serde(default)]
+    pub types: Option<String>,
+}
+
+impl Default for GraphqlConfig {
+    fn default() -> Self {
+        GraphqlConfig {
+            enabled: true,
+            path: default_graphql_path(),
+            introspection: true,
+            graphiql: true,
+            queries: Vec::new(),
+            mutations: Vec::new(),
+            limits: GraphqlLimitsConfig::default(),
+            joins: Vec::new(),
+            http_fields: Vec::new(),
+            sdl: Vec::new(),
+            types: None,
+        }
+    }
+}
+
+fn default_graphql_path() -> String {
+    "/graphql".to_string()
+}
+
+/// Checked before any upstream call; each refusal names the limit.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphqlLimitsConfig {
+    #[serde(default = "default_document_bytes")]
+    pub max_document_bytes: usize,
+    #[serde(default = "default_gql_depth")]
+    pub max_depth: usize,
+    #[serde(default = "default_aliases")]
+    pub max_aliases: usize,
+    #[serde(default = "default_root_fields")]
+    pub max_root_fields: usize,
+    #[serde(default = "default_complexity")]
+    pub max_complexity: usize,
+    #[serde(default = "default_batch")]
+    pub max_batch: usize,
+}
+
+impl Default for GraphqlLimitsConfig {
+    fn default() -> Self {
+        GraphqlLimitsConfig {
+            max_document_bytes: default_document_bytes(),
+            max_depth: default_gql_depth(),
+            max_aliases: default_aliases(),
+            max_root_fields: default_root_fields(),
+            max_complexity: default_complexity(),
+            max_batch: default_batch(),
+        }
+    }
+}
+
+fn default_document_bytes() -> usize {
+    32 * 1024
+}
+fn default_gql_depth() -> usize {
+    12
+}
+fn default_aliases() -> usize {
+    30
+}
+fn default_root_fields() -> usize {
+    20
+}
+fn default_complexity() -> usize {
+    500
+}
+fn default_batch() -> usize {
+    10
+}
+
+/// `Book.author` resolved by `authors.v1.Authors/GetAuthor` with `id: "{authorId}"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinConfig {
+    /// The GraphQL type that gets the field.
+    pub on: String,
+    pub field: String,
+    /// The method that resolves it (its output type is the field's type).
+    pub grpc: String,
+    /// Request fields (JSON names) → `{parentField}` or a literal.
+    #[serde(default)]
+    pub arguments: BTreeMap<String, String>,
+    /// Resolve all parents of an operation with one call instead.
+    #[serde(default)]
+    pub batch: Option<BatchConfig>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `authors.v1.Authors/BatchGetAuthors` with `ids: [...]` answering `authors: [...]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    pub grpc: String,
+    /// The repeated request field that takes the keys.
+    pub argument: String,
+    /// The repeated response field with the results.
+    pub results: String,
+    /// The field of each result that holds its key.
+    pub key: String,
+}
+
+/// `Book.reviews` resolved by `GET /reviews?book={name}` on an HTTP upstream.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFieldConfig {
+    /// The GraphQL type that gets the field (`Query` for a root field).
+    pub on: String,
+    pub field: String,
+    /// GraphQL type of the field, e.g. `[Review!]!`, using types from `sdl`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Name of an `http` route whose upstream answers.
+    pub upstream: String,
+    /// Path and query with `{parentField}` / `{argument}` placeholders (percent-encoded).
+    pub path: String,
+    /// Field arguments: name → GraphQL input type (`String!`).
+    #[serde(default)]
+    pub arguments: BTreeMap<String, String>,
+    /// Use this top-level key of the JSON answer (e.g. `reviews` of `{"reviews": [...]}`).
+    #[serde(default)]
+    pub select: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// A config file read and validated, with its source map for errors found later.

@@ -87,6 +87,10 @@ pub struct Validated {
     pub grpc: Vec<GrpcBackend>,
     pub http: Vec<HttpRoute>,
     pub routes: Vec<RouteRule>,
+    /// The GraphQL section; checked against the descriptors when the schema is built.
+    pub graphql: super::GraphqlConfig,
+    /// The SDL files of `graphql.sdl`: (path as written, text).
+    pub graphql_sdl: Vec<(String, String)>,
 }
 
 /// Collects located errors while validating.
@@ -291,6 +295,39 @@ pub fn validate(
         }
     }
 
+    let g = &config.graphql;
+    if !g.path.starts_with('/') {
+        check.fail_hint(
+            "graphql.path",
+            format!("{:?} must start with '/'", g.path),
+            "write e.g. /graphql",
+        );
+    }
+    for (key, list) in [("queries", &g.queries), ("mutations", &g.mutations)] {
+        for (i, method) in list.iter().enumerate() {
+            if normalize_method(method).is_none() {
+                check.fail(
+                    &format!("graphql.{key}[{i}]"),
+                    format!("{method:?} is not a method name (package.Service/Method)"),
+                );
+            }
+        }
+    }
+    let mut graphql_sdl: Vec<(String, String)> = g
+        .types
+        .iter()
+        .map(|text| ("graphql.types".to_string(), text.clone()))
+        .collect();
+    for (i, file) in g.sdl.iter().enumerate() {
+        match std::fs::read_to_string(base_dir.join(file)) {
+            Ok(text) => graphql_sdl.push((file.clone(), text)),
+            Err(e) => check.fail(
+                &format!("graphql.sdl[{i}]"),
+                format!("cannot read {}: {e}", base_dir.join(file).display()),
+            ),
+        }
+    }
+
     if !check.errors.is_empty() {
         return Err(ConfigErrors(check.errors));
     }
@@ -327,6 +364,8 @@ pub fn validate(
         grpc,
         http,
         routes,
+        graphql: config.graphql.clone(),
+        graphql_sdl,
     })
 }
 

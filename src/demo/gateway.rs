@@ -3,7 +3,13 @@
 use std::net::SocketAddr;
 
 use super::Backends;
-use crate::config::{Config, GrpcUpstreamConfig, HttpRouteConfig};
+use crate::config::{
+    BatchConfig, Config, GraphqlConfig, GrpcUpstreamConfig, HttpFieldConfig, HttpRouteConfig,
+    JoinConfig,
+};
+
+/// The SDL of the HTTP reviews service's types (also in `schema/reviews.graphql`).
+pub const REVIEWS_SDL: &str = include_str!("../../schema/reviews.graphql");
 
 /// Library and Authors by server reflection; the HTTP service at `/reviews` and, prefix
 /// stripped, at `/http/...`.
@@ -38,7 +44,49 @@ pub fn gateway_config(backends: &Backends, listen: SocketAddr) -> Config {
             http("http-demo", "/http", true),
         ],
         shutdown_grace: "5s".into(),
+        graphql: graphql_config(),
         ..Config::default()
+    }
+}
+
+/// GraphQL over both services: `Book.author` joined from Authors (batched), `Book.reviews`
+/// and `Query.reviews` from the HTTP reviews service.
+pub fn graphql_config() -> GraphqlConfig {
+    let reviews = |on: &str, path: &str, arguments: &[(&str, &str)]| HttpFieldConfig {
+        on: on.into(),
+        field: "reviews".into(),
+        ty: "[Review!]".into(),
+        upstream: "reviews".into(),
+        path: path.into(),
+        arguments: arguments
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        select: Some("reviews".into()),
+        description: Some("Reviews from the HTTP reviews service.".into()),
+    };
+    GraphqlConfig {
+        joins: vec![JoinConfig {
+            on: "Book".into(),
+            field: "author".into(),
+            grpc: "authors.v1.Authors/GetAuthor".into(),
+            arguments: [("id".to_string(), "{authorId}".to_string())]
+                .into_iter()
+                .collect(),
+            batch: Some(BatchConfig {
+                grpc: "authors.v1.Authors/BatchGetAuthors".into(),
+                argument: "ids".into(),
+                results: "authors".into(),
+                key: "id".into(),
+            }),
+            description: Some("The book's author, from the Authors service.".into()),
+        }],
+        http_fields: vec![
+            reviews("Book", "/reviews?book={name}", &[]),
+            reviews("Query", "/reviews?book={book}", &[("book", "String!")]),
+        ],
+        types: Some(REVIEWS_SDL.to_string()),
+        ..GraphqlConfig::default()
     }
 }
 

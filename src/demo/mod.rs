@@ -43,7 +43,7 @@ use tonic::metadata::MetadataMap;
 
 pub use self::authors::AuthorsBackend;
 pub use self::errors::{status_details, trigger_for_id, unpack_detail};
-pub use self::gateway::{banner, gateway_config};
+pub use self::gateway::{banner, gateway_config, graphql_config, REVIEWS_SDL};
 pub use self::http::HttpBackend;
 pub use self::library::LibraryBackend;
 

@@ -4,4 +4,5 @@
 //! Architecture Invariant: nothing outside `ingress/` knows axum extractors (or, later,
 //! async-graphql types).
 
+pub mod graphql;
 pub mod rest;

@@ -157,7 +157,11 @@ fn render_failure(error: FieldError, upstream: &str) -> Error {
     }
 }
 
-fn decode(desc: &MessageDescriptor, bytes: Bytes, upstream: &str) -> Result<DynamicMessage, Error> {
+pub fn decode(
+    desc: &MessageDescriptor,
+    bytes: Bytes,
+    upstream: &str,
+) -> Result<DynamicMessage, Error> {
     DynamicMessage::decode(desc.clone(), bytes).map_err(|e| Error::UpstreamProtocol {
         upstream: upstream.to_string(),
         reason: format!("invalid {} message: {e}", desc.full_name()),
@@ -167,6 +171,16 @@ fn decode(desc: &MessageDescriptor, bytes: Bytes, upstream: &str) -> Result<Dyna
 /// Headers forwarded as metadata: `authorization`, `x-request-id`, the configured allowlist,
 /// then the method's configured metadata.
 pub fn metadata(settings: &Settings, request: &Request, extra: &HeaderMap) -> HeaderMap {
+    forwarded_metadata(settings, &request.headers, &request.id, extra)
+}
+
+/// [`metadata`] from the parts an operation keeps.
+pub fn forwarded_metadata(
+    settings: &Settings,
+    headers: &HeaderMap,
+    request_id: &str,
+    extra: &HeaderMap,
+) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in [
         http::header::AUTHORIZATION,
@@ -175,11 +189,11 @@ pub fn metadata(settings: &Settings, request: &Request, extra: &HeaderMap) -> He
     .iter()
     .chain(settings.forward_headers.iter())
     {
-        for value in request.headers.get_all(name) {
+        for value in headers.get_all(name) {
             out.append(name.clone(), value.clone());
         }
     }
-    if let Ok(id) = HeaderValue::from_str(&request.id) {
+    if let Ok(id) = HeaderValue::from_str(request_id) {
         out.insert(HeaderName::from_static("x-request-id"), id);
     }
     for (name, value) in extra {

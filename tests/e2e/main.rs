@@ -4,4 +4,5 @@
 
 mod support;
 
+mod graphql;
 mod rest;

@@ -1,0 +1,130 @@
+//! Operation limits, all enforced before any upstream call: document size and batch size by
+//! the transports, depth and complexity by async-graphql's validation, aliases and root fields
+//! here, on the parsed document.
+
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, Selection, SelectionSet,
+};
+use async_graphql::{ServerError, ServerResult, Variables};
+
+use crate::config::GraphqlLimitsConfig;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    pub(crate) max_document_bytes: usize,
+    pub(crate) max_depth: usize,
+    pub(crate) max_aliases: usize,
+    pub(crate) max_root_fields: usize,
+    pub(crate) max_complexity: usize,
+    pub(crate) max_batch: usize,
+}
+
+impl From<&GraphqlLimitsConfig> for Limits {
+    fn from(c: &GraphqlLimitsConfig) -> Self {
+        Limits {
+            max_document_bytes: c.max_document_bytes,
+            max_depth: c.max_depth,
+            max_aliases: c.max_aliases,
+            max_root_fields: c.max_root_fields,
+            max_complexity: c.max_complexity,
+            max_batch: c.max_batch,
+        }
+    }
+}
+
+/// A limit error as GraphQL errors carry it.
+pub(crate) fn limit_error(message: String, limit: &str) -> ServerError {
+    let mut error = ServerError::new(message, None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", "LIMIT_EXCEEDED");
+    extensions.set("limit", limit);
+    error.extensions = Some(extensions);
+    error
+}
+
+impl ExtensionFactory for Limits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(self.clone())
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for Limits {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        if query.len() > self.max_document_bytes {
+            return Err(limit_error(
+                format!(
+                    "the document is {} bytes; the limit is {}",
+                    query.len(),
+                    self.max_document_bytes
+                ),
+                "max_document_bytes",
+            ));
+        }
+        let document = next.run(ctx, query, variables).await?;
+        let operations: Vec<&SelectionSet> = match &document.operations {
+            DocumentOperations::Single(op) => vec![&op.node.selection_set.node],
+            DocumentOperations::Multiple(ops) => {
+                ops.values().map(|op| &op.node.selection_set.node).collect()
+            }
+        };
+        for set in operations {
+            let roots = set.items.len();
+            if roots > self.max_root_fields {
+                return Err(limit_error(
+                    format!(
+                        "the operation selects {roots} root fields; the limit is {}",
+                        self.max_root_fields
+                    ),
+                    "max_root_fields",
+                ));
+            }
+        }
+        let mut aliases = 0;
+        let mut stack: Vec<&SelectionSet> = match &document.operations {
+            DocumentOperations::Single(op) => vec![&op.node.selection_set.node],
+            DocumentOperations::Multiple(ops) => {
+                ops.values().map(|op| &op.node.selection_set.node).collect()
+            }
+        };
+        stack.extend(
+            document
+                .fragments
+                .values()
+                .map(|f| &f.node.selection_set.node),
+        );
+        while let Some(set) = stack.pop() {
+            for item in &set.items {
+                match &item.node {
+                    Selection::Field(field) => {
+                        aliases += usize::from(field.node.alias.is_some());
+                        stack.push(&field.node.selection_set.node);
+                    }
+                    Selection::InlineFragment(fragment) => {
+                        stack.push(&fragment.node.selection_set.node)
+                    }
+                    Selection::FragmentSpread(_) => {}
+                }
+            }
+        }
+        if aliases > self.max_aliases {
+            return Err(limit_error(
+                format!(
+                    "the document uses {aliases} aliases; the limit is {}",
+                    self.max_aliases
+                ),
+                "max_aliases",
+            ));
+        }
+        Ok(document)
+    }
+}

@@ -1,0 +1,507 @@
+//! GraphQL ingress: one schema over every gRPC service (and HTTP-backed fields), on one path,
+//! over HTTP (GraphQL over HTTP), WebSocket (`graphql-transport-ws` and legacy `graphql-ws`)
+//! and SSE (graphql-sse distinct connections).
+//!
+//! In: downstream GraphQL requests. Out: the same internal [`crate::request::Request`] the REST
+//! ingress makes, run through the same policies ([`Operation::begin`]); every resolver reaches
+//! its backend through the same upstream dispatch ([`Operation::unary`] and friends).
+//!
+//! The schema belongs to a descriptor snapshot: when a reflection refresh swaps the snapshot,
+//! the next operation rebuilds the schema once, while operations in flight keep theirs.
+
+mod http_fields;
+mod joins;
+mod limits;
+mod schema;
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use async_graphql::dynamic::Schema;
+use async_graphql::parser::types::OperationType;
+use async_graphql::Executor as _;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+
+use self::joins::{Join, JoinLoaders};
+use self::limits::{limit_error, Limits};
+use crate::config::validate::{normalize_method, HttpRoute, Validated};
+use crate::config::{HttpFieldConfig, JoinConfig};
+use crate::error::Error;
+use crate::gateway::{Gateway, Snapshot};
+use crate::pipeline::Operation;
+use crate::request::Protocol;
+use crate::router::build::BuildError;
+
+/// The GraphQL part of the config, as the schema builder needs it.
+#[derive(Clone, Debug)]
+pub struct GraphqlSettings {
+    pub path: String,
+    pub introspection: bool,
+    pub graphiql: bool,
+    pub(crate) queries: Vec<String>,
+    pub(crate) mutations: Vec<String>,
+    pub(crate) limits: Limits,
+    pub(crate) joins: Vec<JoinConfig>,
+    pub(crate) http_fields: Vec<HttpFieldConfig>,
+    pub(crate) sdl: Vec<(String, String)>,
+    pub(crate) http_routes: Vec<HttpRoute>,
+}
+
+impl GraphqlSettings {
+    pub fn from_config(config: &Validated) -> Option<GraphqlSettings> {
+        let g = &config.graphql;
+        if !g.enabled {
+            return None;
+        }
+        let methods = |list: &[String]| list.iter().filter_map(|m| normalize_method(m)).collect();
+        Some(GraphqlSettings {
+            path: g.path.clone(),
+            introspection: g.introspection,
+            graphiql: g.graphiql,
+            queries: methods(&g.queries),
+            mutations: methods(&g.mutations),
+            limits: Limits::from(&g.limits),
+            joins: g.joins.clone(),
+            http_fields: g.http_fields.clone(),
+            sdl: config.graphql_sdl.clone(),
+            http_routes: config.http.clone(),
+        })
+    }
+}
+
+/// A schema and the joins its resolvers use, for one snapshot.
+pub(crate) struct Built {
+    snapshot: Arc<Snapshot>,
+    schema: Schema,
+    joins: Vec<Arc<Join>>,
+}
+
+fn build(snapshot: &Arc<Snapshot>, settings: &GraphqlSettings) -> Result<Built, Vec<BuildError>> {
+    let (schema, joins) = schema::build(snapshot, settings)?;
+    Ok(Built {
+        snapshot: snapshot.clone(),
+        schema,
+        joins,
+    })
+}
+
+/// Check the GraphQL config against the current descriptors (start-up and `omnigate validate`).
+pub fn check(gateway: &Gateway) -> Result<(), Vec<BuildError>> {
+    match GraphqlSettings::from_config(gateway.config()) {
+        Some(settings) => build(&gateway.snapshot(), &settings).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// The SDL of the current schema (`omnigate schema`).
+pub fn sdl(gateway: &Gateway) -> Result<String, Vec<BuildError>> {
+    let settings = GraphqlSettings::from_config(gateway.config()).ok_or_else(|| {
+        vec![BuildError {
+            at: Some("graphql.enabled".into()),
+            message: "GraphQL is disabled".into(),
+            hint: None,
+        }]
+    })?;
+    let built = build(&gateway.snapshot(), &settings)?;
+    Ok(built.schema.sdl())
+}
+
+/// Shared state of the GraphQL routes.
+pub struct GraphqlState {
+    gateway: Arc<Gateway>,
+    settings: GraphqlSettings,
+    built: ArcSwap<Built>,
+    rebuilding: Mutex<()>,
+}
+
+impl GraphqlState {
+    pub fn new(gateway: Arc<Gateway>) -> Result<Option<Arc<GraphqlState>>, Vec<BuildError>> {
+        let Some(settings) = GraphqlSettings::from_config(gateway.config()) else {
+            return Ok(None);
+        };
+        let built = build(&gateway.snapshot(), &settings)?;
+        Ok(Some(Arc::new(GraphqlState {
+            gateway,
+            settings,
+            built: ArcSwap::from_pointee(built),
+            rebuilding: Mutex::new(()),
+        })))
+    }
+
+    pub fn path(&self) -> &str {
+        &self.settings.path
+    }
+
+    /// The schema of the current snapshot, rebuilt once after a swap. A failed rebuild keeps
+    /// the last good schema (and says why in the log).
+    fn current(&self) -> Arc<Built> {
+        let snapshot = self.gateway.snapshot();
+        let built = self.built.load_full();
+        if Arc::ptr_eq(&built.snapshot, &snapshot) {
+            return built;
+        }
+        let Ok(_guard) = self.rebuilding.lock() else {
+            return built;
+        };
+        let built = self.built.load_full();
+        if Arc::ptr_eq(&built.snapshot, &snapshot) {
+            return built;
+        }
+        match build(&snapshot, &self.settings) {
+            Ok(fresh) => {
+                tracing::info!("GraphQL schema rebuilt for the new descriptors.");
+                let fresh = Arc::new(fresh);
+                self.built.store(fresh.clone());
+                fresh
+            }
+            Err(errors) => {
+                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                tracing::warn!(errors = %errors.join("; "), "GraphQL schema rebuild failed; keeping the last good schema.");
+                built
+            }
+        }
+    }
+
+    /// Attach what resolvers need to one request: the operation and its join loaders.
+    fn prepare(
+        &self,
+        built: &Built,
+        request: async_graphql::Request,
+        op: &Operation,
+    ) -> async_graphql::Request {
+        request
+            .data(op.clone())
+            .data(JoinLoaders::new(op, &built.joins))
+    }
+}
+
+/// The GraphQL routes, to merge into the app.
+pub fn router<S: Clone + Send + Sync + 'static>(state: Arc<GraphqlState>) -> axum::Router<S> {
+    let path = state.settings.path.clone();
+    axum::Router::new()
+        .route(&path, axum::routing::any(handle))
+        .with_state(state)
+}
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
+fn accepts(headers: &HeaderMap, media: &str) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|m| {
+            m.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case(media))
+        })
+}
+
+async fn handle(
+    State(state): State<Arc<GraphqlState>>,
+    request: axum::extract::Request,
+) -> Response {
+    let method = request.method().clone();
+    let headers = request.headers().clone();
+    if method == Method::GET && headers.get(http::header::UPGRADE).is_some() {
+        return websocket(state, request).await;
+    }
+    if method == Method::GET
+        && state.settings.graphiql
+        && request.uri().query().is_none()
+        && accepts(&headers, "text/html")
+    {
+        let page = async_graphql::http::GraphiQLSource::build()
+            .endpoint(&state.settings.path)
+            .subscription_endpoint(&state.settings.path)
+            .title("omnigate GraphiQL")
+            .finish();
+        return axum::response::Html(page).into_response();
+    }
+    let graphql_response = accepts(&headers, GRAPHQL_RESPONSE);
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let normalized = super::rest::normalize(request, peer);
+    let (batch, normalized) = match parse_request(&state, &method, &headers, normalized).await {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    let mut normalized = normalized;
+    normalized.protocol = Protocol::GraphQl;
+    let op = match Operation::begin(state.gateway.clone(), normalized) {
+        Ok(op) => op,
+        Err(error) => return gateway_error(&error, graphql_response),
+    };
+    let built = state.current();
+    if method == Method::GET {
+        for request in batch.iter() {
+            if operation_type(request) == Some(OperationType::Mutation) {
+                let mut response = errors_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    vec![async_graphql::ServerError::new(
+                        "mutations are not allowed over GET; use POST",
+                        None,
+                    )],
+                    graphql_response,
+                );
+                response
+                    .headers_mut()
+                    .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+                return response;
+            }
+        }
+    }
+    if method == Method::POST && accepts(&headers, "text/event-stream") {
+        if let async_graphql::BatchRequest::Single(request) = batch {
+            return sse_response(&built, state.prepare(&built, request, &op));
+        }
+        return errors_response(
+            StatusCode::BAD_REQUEST,
+            vec![async_graphql::ServerError::new(
+                "SSE takes one operation, not a batch",
+                None,
+            )],
+            graphql_response,
+        );
+    }
+    let batch = match batch {
+        async_graphql::BatchRequest::Single(r) => {
+            async_graphql::BatchRequest::Single(state.prepare(&built, r, &op))
+        }
+        async_graphql::BatchRequest::Batch(rs) => async_graphql::BatchRequest::Batch(
+            rs.into_iter()
+                .map(|r| state.prepare(&built, r, &op))
+                .collect(),
+        ),
+    };
+    let response = built.schema.execute_batch(batch).await;
+    let failed_before_execution = match &response {
+        async_graphql::BatchResponse::Single(r) => before_execution(r),
+        async_graphql::BatchResponse::Batch(rs) => rs.iter().all(before_execution),
+    };
+    let status = if graphql_response && failed_before_execution {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    json_response(status, &response, graphql_response)
+}
+
+/// Errors without a path and no data: the operation never ran (syntax, validation, limits).
+fn before_execution(response: &async_graphql::Response) -> bool {
+    !response.errors.is_empty()
+        && response.data == async_graphql::Value::Null
+        && response.errors.iter().all(|e| e.path.is_empty())
+}
+
+fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
+    let document = async_graphql::parser::parse_query(&request.query).ok()?;
+    match document.operations {
+        async_graphql::parser::types::DocumentOperations::Single(op) => Some(op.node.ty),
+        async_graphql::parser::types::DocumentOperations::Multiple(ops) => {
+            match &request.operation_name {
+                Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
+                None => None,
+            }
+        }
+    }
+}
+
+fn json_response<T: serde::Serialize>(
+    status: StatusCode,
+    body: &T,
+    graphql_response: bool,
+) -> Response {
+    let body = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let content_type = if graphql_response {
+        GRAPHQL_RESPONSE
+    } else {
+        "application/json"
+    };
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+fn errors_response(
+    status: StatusCode,
+    errors: Vec<async_graphql::ServerError>,
+    graphql_response: bool,
+) -> Response {
+    json_response(
+        status,
+        &serde_json::json!({ "errors": errors }),
+        graphql_response,
+    )
+}
+
+/// A gateway error before execution (policies, body limits) as a GraphQL error response.
+fn gateway_error(error: &Error, graphql_response: bool) -> Response {
+    error.log("");
+    let rendered = error.render();
+    let mut e = async_graphql::ServerError::new(rendered.message.clone(), None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", rendered.code.name());
+    extensions.set("reason", rendered.reason);
+    e.extensions = Some(extensions);
+    errors_response(rendered.http_status, vec![e], graphql_response)
+}
+
+/// Read the GraphQL request(s) from GET parameters or a POST body.
+async fn parse_request(
+    state: &GraphqlState,
+    method: &Method,
+    headers: &HeaderMap,
+    mut request: crate::request::Request,
+) -> Result<(async_graphql::BatchRequest, crate::request::Request), Response> {
+    let graphql_response = accepts(headers, GRAPHQL_RESPONSE);
+    let bad = |message: String| {
+        errors_response(
+            StatusCode::BAD_REQUEST,
+            vec![async_graphql::ServerError::new(message, None)],
+            graphql_response,
+        )
+    };
+    let batch = match *method {
+        Method::GET => {
+            let query = request.uri.query().unwrap_or("");
+            let parsed = serde_urlencoded_get(query).map_err(bad)?;
+            async_graphql::BatchRequest::Single(parsed)
+        }
+        Method::POST => {
+            let content_type = request
+                .content_type()
+                .unwrap_or("application/json")
+                .to_ascii_lowercase();
+            let media = content_type
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            if let Err(error) =
+                crate::policy::limits::check(state.gateway.settings.max_body_bytes, &mut request)
+            {
+                return Err(gateway_error(&error, graphql_response));
+            }
+            let body = std::mem::replace(&mut request.body, crate::request::empty_body());
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| {
+                    gateway_error(&crate::transcode::rest::body_error(e), graphql_response)
+                })?
+                .to_bytes();
+            match media.as_str() {
+                "application/json" => serde_json::from_slice::<async_graphql::BatchRequest>(&bytes)
+                    .map_err(|e| bad(format!("the body is not a GraphQL request: {e}")))?,
+                "application/graphql" => {
+                    async_graphql::BatchRequest::Single(async_graphql::Request::new(
+                        String::from_utf8(bytes.to_vec())
+                            .map_err(|_| bad("the body is not UTF-8".into()))?,
+                    ))
+                }
+                other => {
+                    return Err(errors_response(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        vec![async_graphql::ServerError::new(
+                            format!(
+                                "content type {other:?} is not supported; send application/json"
+                            ),
+                            None,
+                        )],
+                        graphql_response,
+                    ))
+                }
+            }
+        }
+        _ => {
+            let mut response = errors_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                vec![async_graphql::ServerError::new(
+                    format!("{method} is not allowed; use GET or POST"),
+                    None,
+                )],
+                graphql_response,
+            );
+            response
+                .headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static("GET, POST"));
+            return Err(response);
+        }
+    };
+    if let async_graphql::BatchRequest::Batch(items) = &batch {
+        if items.len() > state.settings.limits.max_batch {
+            return Err(errors_response(
+                StatusCode::BAD_REQUEST,
+                vec![limit_error(
+                    format!(
+                        "the batch has {} operations; the limit is {}",
+                        items.len(),
+                        state.settings.limits.max_batch
+                    ),
+                    "max_batch",
+                )],
+                graphql_response,
+            ));
+        }
+        if items.is_empty() {
+            return Err(bad("the batch is empty".into()));
+        }
+    }
+    for item in batch.iter() {
+        if item.query.trim().is_empty() {
+            return Err(bad("the request has no `query`".into()));
+        }
+    }
+    Ok((batch, request))
+}
+
+/// `?query=...&variables=<json>&operationName=...&extensions=<json>`.
+fn serde_urlencoded_get(query: &str) -> Result<async_graphql::Request, String> {
+    let mut request = async_graphql::Request::new("");
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| format!("parameter {key:?} is not UTF-8"))
+        };
+        let value = decode(value)?;
+        match decode(key)?.as_str() {
+            "query" => request.query = value,
+            "operationName" => request.operation_name = Some(value).filter(|v| !v.is_empty()),
+            "variables" if !value.is_empty() => {
+                let json: serde_json::Value = serde_json::from_str(&value)
+                    .map_err(|e| format!("`variables` is not JSON: {e}"))?;
+                request.variables = async_graphql::Variables::from_json(json);
+            }
+            "extensions" if !value.is_empty() => {
+                let json: serde_json::Value = serde_json::from_str(&value)
+                    .map_err(|e| format!("`extensions` is not JSON: {e}"))?;
+                request.extensions =
+                    serde_json::from_value(json).map_err(|e| format!("`extensions`: {e}"))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(request)
+}
+
+async fn websocket(_state: Arc<GraphqlState>, _request: axum::extract::Request) -> Response {
+    StatusCode::NOT_IMPLEMENTED.into_response()
+}
+
+fn sse_response(_built: &Built, _request: async_graphql::Request) -> Response {
+    StatusCode::NOT_IMPLEMENTED.into_response()
+}
