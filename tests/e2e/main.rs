@@ -4,4 +4,6 @@
 
 mod support;
 
+mod failures;
+mod proxy;
 mod rest;
