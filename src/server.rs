@@ -1,14 +1,22 @@
 //! Wires the stages together and serves them on a bound listener until shutdown.
 //!
 //! In: a bound [`TcpListener`], the [`Gateway`], and a shutdown future. Out: nothing until
-//! shutdown: then new connections stop, in-flight requests get up to the grace period to
-//! finish, and `run` returns.
+//! shutdown: then the listener is closed, in-flight requests get up to the grace period to
+//! finish, connections still open after it are closed, and `run` returns.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
 
 use crate::gateway::Gateway;
 use crate::ingress;
@@ -25,6 +33,10 @@ pub fn app(gateway: Arc<Gateway>) -> Result<axum::Router, Vec<BuildError>> {
 }
 
 /// Serve until `shutdown` resolves, then drain for at most the configured grace period.
+///
+/// The accept loop is ours rather than `axum::serve`'s so that each connection task is owned
+/// here: when the grace period ends, the connections still open are closed (their tasks
+/// aborted) instead of living on after `run` returned.
 pub async fn run(
     listener: TcpListener,
     gateway: Arc<Gateway>,
@@ -32,28 +44,63 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let grace = gateway.settings.shutdown_grace;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    gateway.spawn_refresh(stop_rx.clone());
-    let app = app(gateway)
-        .map_err(|errors| {
-            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            std::io::Error::other(lines.join("\n"))
-        })?
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("Shutting down: no new connections; draining in-flight requests.");
-        let _ = stop_tx.send(true);
-    });
-    let mut stopped = stop_rx;
-    let deadline = async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!(?grace, "Grace period over; closing the remaining connections.");
-            Ok(())
+    gateway.spawn_refresh(stop_rx);
+    let app = app(gateway).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        std::io::Error::other(lines.join("\n"))
+    })?;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Extended CONNECT, for WebSocket over HTTP/2 (as `axum::serve` enables it).
+    builder.http2().enable_connect_protocol();
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        tracing::warn!(%error, "Accepting a connection failed.");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let mut request = request.map(axum::body::Body::new);
+                    request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                    let response = app.clone().oneshot(request);
+                    async move { Ok::<_, Infallible>(response.await.unwrap_or_else(|e| match e {})) }
+                });
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                connections.spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%peer, %error, "Connection ended with an error.");
+                    }
+                });
+            }
         }
     }
+
+    drop(listener);
+    tracing::info!("Shutting down: no new connections; draining in-flight requests.");
+    let _ = stop_tx.send(true);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(?grace, "Grace period over; closing the remaining connections.");
+        }
+    }
+    connections.shutdown().await;
+    Ok(())
 }

@@ -5,8 +5,9 @@
 //! variables, or an HTTP upstream with the path to ask it for. Must not know: I/O of any kind.
 //!
 //! Order: REST bindings of gRPC methods (HttpRule templates, most specific first), then HTTP
-//! prefix routes (host-specific before host-less, longest prefix first). A path that matches a
-//! binding only for other HTTP methods is a 405 with `Allow` — unless an HTTP route takes it.
+//! prefix routes (exact host, then wildcard host, then host-less; within each, longest prefix
+//! first). A path that matches a binding only for other HTTP methods is a 405 with `Allow` —
+//! unless an HTTP route takes it.
 
 pub mod build;
 
@@ -61,7 +62,7 @@ pub struct RouteLine {
 #[derive(Debug)]
 pub struct RouteTable {
     bindings: Matcher<Binding>,
-    /// Sorted: host-specific first, then longer prefixes first.
+    /// Sorted: exact hosts, wildcard hosts, host-less; then longer prefixes first.
     http: Vec<HttpRoute>,
     /// Every callable method by `package.Service/Method`.
     pub methods: HashMap<String, Arc<GrpcMethod>>,
@@ -89,6 +90,8 @@ pub enum Target<'a> {
     },
     Http {
         route: &'a HttpRoute,
+        /// What to ask for below the upstream's base path: the path (rest of it, when the
+        /// prefix is stripped: possibly empty, or just a query `?a=1`) and the query.
         path_and_query: String,
     },
 }
@@ -173,13 +176,13 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// The path and query below the upstream's base path. A stripped prefix leaves what follows
+/// it, which may be empty: the upstream then decides between `/` and its base path itself
+/// (nginx: `/http` → `/`, `/api` to `http://u/v2` → `/v2`).
 fn rewrite(route: &HttpRoute, uri: &http::Uri) -> String {
     let path = uri.path();
     let path = if route.strip_prefix && route.prefix != "/" {
-        match &path[route.prefix.len()..] {
-            "" => "/",
-            rest => rest,
-        }
+        &path[route.prefix.len()..]
     } else {
         path
     };
@@ -189,12 +192,20 @@ fn rewrite(route: &HttpRoute, uri: &http::Uri) -> String {
     }
 }
 
-/// Sort HTTP routes into match order.
+/// Sort HTTP routes into match order: the most specific host first (an exact name beats a
+/// wildcard, which beats no host, as nginx picks the server before the location), then the
+/// longest prefix.
 fn sort_http(routes: &mut [HttpRoute]) {
+    fn host_rank(route: &HttpRoute) -> u8 {
+        match route.host.as_deref() {
+            Some(host) if host.starts_with("*.") => 1,
+            Some(_) => 2,
+            None => 0,
+        }
+    }
     routes.sort_by(|a, b| {
-        b.host
-            .is_some()
-            .cmp(&a.host.is_some())
+        host_rank(b)
+            .cmp(&host_rank(a))
             .then(b.prefix.len().cmp(&a.prefix.len()))
     });
 }
@@ -234,6 +245,62 @@ mod tests {
         check(Some("*.a.com"), Some("x.a.com"), true);
         check(Some("*.a.com"), Some("a.com"), false);
         check(Some("*.a.com"), Some("x.y.a.com"), false);
+    }
+
+    fn route(host: Option<&str>, prefix: &str, strip_prefix: bool) -> HttpRoute {
+        let url: http::Uri = "http://127.0.0.1:1".parse().unwrap();
+        HttpRoute {
+            prefix: prefix.to_string(),
+            host: host.map(str::to_string),
+            strip_prefix,
+            upstream: crate::upstream::http::HttpUpstream::new(prefix, &url, false, None).unwrap(),
+        }
+    }
+
+    #[test]
+    fn exact_hosts_sort_before_wildcards_before_host_less_then_longest_prefix() {
+        let mut routes = vec![
+            route(None, "/a/b", false),
+            route(Some("*.x.com"), "/a/b/c", false),
+            route(None, "/", false),
+            route(Some("a.x.com"), "/", false),
+            route(Some("*.x.com"), "/", false),
+            route(Some("a.x.com"), "/a", false),
+        ];
+        sort_http(&mut routes);
+        let order: Vec<(Option<&str>, &str)> = routes
+            .iter()
+            .map(|r| (r.host.as_deref(), r.prefix.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (Some("a.x.com"), "/a"),
+                (Some("a.x.com"), "/"),
+                (Some("*.x.com"), "/a/b/c"),
+                (Some("*.x.com"), "/"),
+                (None, "/a/b"),
+                (None, "/"),
+            ]
+        );
+    }
+
+    #[test]
+    fn rewriting_strips_the_prefix_and_keeps_the_query() {
+        let check = |prefix: &str, strip: bool, uri: &str, expected: &str| {
+            let uri: http::Uri = uri.parse().unwrap();
+            assert_eq!(
+                rewrite(&route(None, prefix, strip), &uri),
+                expected,
+                "{uri}"
+            )
+        };
+        check("/http", true, "/http/echo/headers", "/echo/headers");
+        check("/http", true, "/http", "");
+        check("/http", true, "/http/", "/");
+        check("/http", true, "/http?a=1&a=2", "?a=1&a=2");
+        check("/http", false, "/http/x?a=1", "/http/x?a=1");
+        check("/", true, "/x?y", "/x?y");
     }
 
     #[test]

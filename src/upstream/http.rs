@@ -83,7 +83,9 @@ impl HttpUpstream {
         })
     }
 
-    /// Forward `request` to `path_and_query` (starting with '/') below the base path.
+    /// Forward `request` to `path_and_query` below the base path (empty, or starting with
+    /// '/' or '?': a request for exactly a stripped prefix asks for the base path itself, or
+    /// `/` when there is none).
     pub async fn forward(
         &self,
         client: &HttpClient,
@@ -93,11 +95,12 @@ impl HttpUpstream {
         let uri = http::Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(format!("{}{}", self.base_path, path_and_query))
+            .path_and_query(upstream_target(&self.base_path, path_and_query))
             .build()
             .map_err(|e| Error::invalid("", format!("cannot forward to this path: {e}")))?;
 
         let Request {
+            id,
             method,
             mut headers,
             host,
@@ -108,12 +111,20 @@ impl HttpUpstream {
             ..
         } = request;
         remove_hop_by_hop(&mut headers);
+        // The id the client gets back, so both sides log the same one.
+        insert(&mut headers, "x-request-id", &id);
         if let Some(peer) = peer {
             let ip = peer.ip().to_string();
-            let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(prior) if !prior.is_empty() => format!("{prior}, {ip}"),
-                _ => ip.clone(),
-            };
+            // Every incoming line, in order (a list header may arrive split over several).
+            let mut forwarded_for: Vec<&str> = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect();
+            forwarded_for.push(&ip);
+            let forwarded_for = forwarded_for.join(", ");
             insert(&mut headers, "x-forwarded-for", &forwarded_for);
             insert(&mut headers, "x-real-ip", &ip);
         }
@@ -160,13 +171,28 @@ impl HttpUpstream {
             },
             None => send.await,
         };
-        let response = result.map_err(|e| Error::UpstreamUnavailable {
-            upstream: self.name.clone(),
-            reason: error_chain(&e),
+        let response = result.map_err(|e| match crate::policy::limits::is_too_large(&e) {
+            // The request body passed the size limit while it streamed upstream: the client's
+            // fault, not the upstream's.
+            Some(limit) => Error::PayloadTooLarge { limit },
+            None => Error::UpstreamUnavailable {
+                upstream: self.name.clone(),
+                reason: error_chain(&e),
+            },
         })?;
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         Ok(http::Response::from_parts(parts, body_from(body)))
+    }
+}
+
+/// `base_path` + `rest`, never empty and always starting with '/'.
+fn upstream_target(base_path: &str, rest: &str) -> String {
+    let target = format!("{base_path}{rest}");
+    if target.starts_with('/') {
+        target
+    } else {
+        format!("/{target}")
     }
 }
 
@@ -236,6 +262,20 @@ mod tests {
         remove_hop_by_hop(&mut headers);
         let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn the_upstream_target_joins_the_base_path_and_the_rest() {
+        let check = |base: &str, rest: &str, expected: &str| {
+            assert_eq!(upstream_target(base, rest), expected, "{base:?} + {rest:?}")
+        };
+        check("", "", "/");
+        check("", "?a=1", "/?a=1");
+        check("", "/x?a=1", "/x?a=1");
+        check("/base", "", "/base");
+        check("/base", "?a=1", "/base?a=1");
+        check("/base", "/", "/base/");
+        check("/base", "/x", "/base/x");
     }
 
     #[test]

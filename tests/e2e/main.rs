@@ -4,5 +4,7 @@
 
 mod support;
 
+mod failures;
 mod graphql;
+mod proxy;
 mod rest;

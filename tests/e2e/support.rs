@@ -152,3 +152,180 @@ pub async fn post_json(url: &str, body: Value) -> Reply {
     )
     .await
 }
+
+/// Send a body as a chunked stream (no `Content-Length`), one frame per chunk.
+pub async fn send_chunked(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    chunks: Vec<Bytes>,
+) -> Reply {
+    let response = open(method, url, headers, chunked(chunks)).await;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A streaming request body of `chunks`, sent with `Transfer-Encoding: chunked`.
+pub fn chunked(chunks: Vec<Bytes>) -> omnigate::request::Body {
+    let frames = futures_util::stream::iter(
+        chunks
+            .into_iter()
+            .map(|c| Ok::<_, std::convert::Infallible>(http_body::Frame::data(c))),
+    );
+    omnigate::request::body_from(http_body_util::StreamBody::new(frames))
+}
+
+/// Send a request and return the response with its body still streaming.
+pub async fn open(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: omnigate::request::Body,
+) -> http::Response<hyper::body::Incoming> {
+    let client: Client<_, omnigate::request::Body> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut builder = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder.body(body).expect("request");
+    tokio::time::timeout(Duration::from_secs(20), client.request(request))
+        .await
+        .expect("response within 20s")
+        .expect("response")
+}
+
+/// A fake HTTP upstream (HTTP/1.1 and h2c) on 127.0.0.1:0 that counts the TCP connections it
+/// accepted and the requests it received.
+pub struct FakeHttp {
+    pub addr: SocketAddr,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl FakeHttp {
+    pub async fn spawn(router: axum::Router) -> FakeHttp {
+        use axum::serve::ListenerExt as _;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
+        let listener = listener.tap_io(move |_| {
+            accepted.fetch_add(1, Ordering::SeqCst);
+        });
+        let received = requests.clone();
+        let router = router.layer(tower::util::MapRequestLayer::new(
+            move |request: axum::extract::Request| {
+                received.fetch_add(1, Ordering::SeqCst);
+                request
+            },
+        ));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        FakeHttp {
+            addr,
+            connections,
+            requests,
+            _stop: stop,
+        }
+    }
+
+    /// A fake answering every request with [`whoami`]'s JSON.
+    pub async fn whoami(name: &str) -> FakeHttp {
+        FakeHttp::spawn(whoami(name)).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A router answering every request with `{upstream, method, path, query, host, body_len,
+/// headers}` as JSON, so a test can tell which upstream got what.
+pub fn whoami(name: &str) -> axum::Router {
+    let name = name.to_string();
+    axum::Router::new().fallback(
+        move |method: http::Method, uri: http::Uri, headers: http::HeaderMap, body: Bytes| {
+            let name = name.clone();
+            async move {
+                let mut all = serde_json::Map::new();
+                for key in headers.keys() {
+                    let values: Vec<&str> = headers
+                        .get_all(key)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .collect();
+                    all.insert(key.to_string(), Value::from(values.join(", ")));
+                }
+                axum::Json(serde_json::json!({
+                    "upstream": name,
+                    "method": method.as_str(),
+                    "path": uri.path(),
+                    "query": uri.query(),
+                    "host": headers.get("host").and_then(|v| v.to_str().ok()),
+                    "body_len": body.len(),
+                    "headers": all,
+                }))
+            }
+        },
+    )
+}
+
+/// `http://127.0.0.1:P` where nothing listens (a port that was just bound and released).
+pub async fn closed_port_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// An HTTP route to `url` at `prefix` (no host, no strip, no timeout).
+pub fn http_route(prefix: &str, url: &str) -> config::HttpRouteConfig {
+    config::HttpRouteConfig {
+        name: Some(prefix.trim_matches('/').replace('/', "-")),
+        prefix: prefix.to_string(),
+        host: None,
+        url: url.to_string(),
+        strip_prefix: false,
+        preserve_host: false,
+        timeout: None,
+    }
+}
+
+/// A config with only these HTTP routes.
+pub fn http_only(routes: Vec<config::HttpRouteConfig>) -> Config {
+    Config {
+        listen: "127.0.0.1:0".into(),
+        http: routes,
+        shutdown_grace: "5s".into(),
+        ..Config::default()
+    }
+}

@@ -458,8 +458,17 @@ pub(crate) fn build(
             }
         }
     }
+    let mut has_query = methods.iter().any(|m| m.2 == Root::Query);
     for http_field in http_fields.iter().filter(|f| f.on == "Query") {
+        has_query = true;
         query = query.field(http_fields::field(http_field));
+    }
+    if !has_query {
+        // GraphQL needs a Query field even when every method writes.
+        query = query.field(
+            Field::new("ok", TypeRef::named_nn("Boolean"), |_| FieldFuture::from_value(Some(Value::Boolean(true))))
+                .description("Always true: these services have no read methods; see Mutation."),
+        );
     }
 
     let mut builder = Schema::build(

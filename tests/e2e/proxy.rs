@@ -1,0 +1,512 @@
+//! The reverse proxy (nginx `proxy_pass` semantics) over real sockets: prefix and host
+//! routing, path rewriting, forwarded and hop-by-hop headers, streaming both ways and pooled
+//! keep-alive connections to upstreams.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use omnigate::config::HttpRouteConfig;
+use serde_json::Value;
+
+use crate::support::{
+    chunked, demo, gateway, get, http_only, http_route, open, send, send_chunked, FakeHttp,
+};
+
+/// A route with the given host.
+fn on_host(host: &str, mut route: HttpRouteConfig) -> HttpRouteConfig {
+    route.host = Some(host.to_string());
+    route
+}
+
+fn stripped(mut route: HttpRouteConfig) -> HttpRouteConfig {
+    route.strip_prefix = true;
+    route
+}
+
+#[tokio::test]
+async fn prefix_routes_pick_the_longest_prefix_on_segment_boundaries_and_rewrite_the_path() {
+    let root = FakeHttp::whoami("root").await;
+    let reviews = FakeHttp::whoami("reviews").await;
+    let special = FakeHttp::whoami("special").await;
+    let strip = FakeHttp::whoami("strip").await;
+    let based = FakeHttp::whoami("based").await;
+    let gw = gateway(http_only(vec![
+        http_route("/", &root.url("")),
+        http_route("/reviews", &reviews.url("")),
+        http_route("/reviews/special", &special.url("")),
+        stripped(http_route("/strip", &strip.url(""))),
+        stripped(http_route("/based", &based.url("/base"))),
+        http_route("/kept", &based.url("/base/")),
+    ]))
+    .await;
+
+    // (request path and query, upstream expected, path and query that upstream must see)
+    let cases = [
+        ("/reviews", "reviews", "/reviews"),
+        ("/reviews/", "reviews", "/reviews/"),
+        ("/reviews/1", "reviews", "/reviews/1"),
+        ("/reviewsX", "root", "/reviewsX"),
+        ("/reviews/specialist", "reviews", "/reviews/specialist"),
+        ("/reviews/special", "special", "/reviews/special"),
+        ("/reviews/special/9", "special", "/reviews/special/9"),
+        ("/", "root", "/"),
+        ("/elsewhere/deep?x=1", "root", "/elsewhere/deep?x=1"),
+        ("/strip/echo/headers", "strip", "/echo/headers"),
+        ("/strip", "strip", "/"),
+        ("/strip/", "strip", "/"),
+        ("/strip?a=1&a=2", "strip", "/?a=1&a=2"),
+        ("/strip/q?a=1&a=2&b=%20c", "strip", "/q?a=1&a=2&b=%20c"),
+        ("/stripped", "root", "/stripped"),
+        ("/based/x/y", "based", "/base/x/y"),
+        ("/based/", "based", "/base/"),
+        ("/based", "based", "/base"),
+        ("/based?q=1", "based", "/base?q=1"),
+        ("/kept/1", "based", "/base/kept/1"),
+        ("/reviews/a%2Fb?x=%41", "reviews", "/reviews/a%2Fb?x=%41"),
+    ];
+    for (path, upstream, seen) in cases {
+        let r = get(&gw.url(path)).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let echo = r.json();
+        assert_eq!(echo["upstream"], upstream, "{path}");
+        let seen_path = match echo["query"].as_str() {
+            Some(q) => format!("{}?{q}", echo["path"].as_str().unwrap_or_default()),
+            None => echo["path"].as_str().unwrap_or_default().to_string(),
+        };
+        assert_eq!(seen_path, seen, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_path_outside_every_prefix_is_a_404_even_when_it_starts_like_one() {
+    let d = demo().await;
+    for path in ["/reviewsX", "/httpd/echo/headers", "/revi"] {
+        let r = get(&d.url(path)).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert_eq!(r.json()["details"][0]["reason"], "NO_ROUTE", "{path}");
+    }
+    for path in ["/reviews", "/reviews/1", "/reviews/"] {
+        let r = get(&d.url(path)).await;
+        assert_ne!(r.json()["details"][0]["reason"], "NO_ROUTE", "{path}");
+    }
+    assert_eq!(get(&d.url("/reviews/1")).await.json()["id"], "1");
+}
+
+#[tokio::test]
+async fn host_routes_match_their_host_with_or_without_port_and_beat_host_less_routes() {
+    let any = FakeHttp::whoami("any").await;
+    let reviews = FakeHttp::whoami("reviews").await;
+    let exact = FakeHttp::whoami("exact").await;
+    let wild = FakeHttp::whoami("wild").await;
+    let wild_api = FakeHttp::whoami("wild-api").await;
+    let gw = gateway(http_only(vec![
+        // The wildcard comes first in the file: an exact host must still win over it.
+        on_host("*.example.com", http_route("/", &wild.url(""))),
+        on_host("*.example.com", http_route("/api", &wild_api.url(""))),
+        on_host("a.example.com", http_route("/", &exact.url(""))),
+        http_route("/", &any.url("")),
+        http_route("/reviews", &reviews.url("")),
+    ]))
+    .await;
+
+    // (Host header, path, upstream expected)
+    let cases = [
+        ("a.example.com", "/x", "exact"),
+        ("a.example.com:8080", "/x", "exact"),
+        ("A.Example.COM", "/x", "exact"),
+        // host-specific beats host-less even with a shorter prefix
+        ("a.example.com", "/reviews/1", "exact"),
+        // an exact host beats a wildcard, whatever their prefixes
+        ("a.example.com", "/api/v1", "exact"),
+        ("b.example.com", "/x", "wild"),
+        ("b.example.com:9000", "/reviews", "wild"),
+        ("b.example.com", "/api/v1", "wild-api"),
+        ("b.example.com", "/apiary", "wild"),
+        // the wildcard covers one label, not the bare domain or two labels
+        ("example.com", "/x", "any"),
+        ("x.y.example.com", "/x", "any"),
+        ("a.example.com.evil.test", "/x", "any"),
+        ("other.test", "/reviews/1", "reviews"),
+        ("other.test", "/x", "any"),
+    ];
+    for (host, path, upstream) in cases {
+        let r = send("GET", &gw.url(path), &[("host", host)], Bytes::new()).await;
+        assert_eq!(r.status, 200, "{host}{path}: {}", r.text());
+        assert_eq!(r.json()["upstream"], upstream, "{host}{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_host_only_route_is_not_reachable_from_another_host() {
+    let exact = FakeHttp::whoami("exact").await;
+    let gw = gateway(http_only(vec![on_host(
+        "a.example.com",
+        http_route("/", &exact.url("")),
+    )]))
+    .await;
+    let r = send(
+        "GET",
+        &gw.url("/x"),
+        &[("host", "b.example.com")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["details"][0]["reason"], "NO_ROUTE");
+    let r = get(&gw.url("/x")).await;
+    assert_eq!(r.status, 404, "the gateway's own address is another host");
+    assert_eq!(exact.requests(), 0);
+}
+
+/// The demo HTTP backend's `/echo/headers` as seen through `/http`.
+async fn echoed(d: &crate::support::Demo, headers: &[(&str, &str)]) -> Value {
+    let r = send("GET", &d.url("/http/echo/headers"), headers, Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+#[tokio::test]
+async fn forwarded_headers_tell_the_upstream_who_asked_and_how() {
+    let d = demo().await;
+    let gateway_authority = d.gw.addr.to_string();
+    let upstream_authority = d.backends.http.to_string();
+
+    let echo = echoed(&d, &[]).await;
+    let h = &echo["headers"];
+    assert_eq!(echo["path"], "/echo/headers");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], gateway_authority.as_str());
+    assert_eq!(
+        h["host"],
+        upstream_authority.as_str(),
+        "Host is the upstream's"
+    );
+    assert_eq!(echo["authority"], upstream_authority.as_str());
+
+    // An incoming X-Forwarded-For is appended to; spoofed single-value headers are replaced.
+    let echo = echoed(
+        &d,
+        &[
+            ("x-forwarded-for", "203.0.113.7, 198.51.100.2"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "spoofed.test"),
+            ("host", "shop.example.com"),
+        ],
+    )
+    .await;
+    let h = &echo["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 198.51.100.2, 127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.example.com");
+    assert_eq!(h["host"], upstream_authority.as_str());
+}
+
+#[tokio::test]
+async fn every_incoming_x_forwarded_for_line_is_kept_in_order() {
+    let d = demo().await;
+    let echo = echoed(
+        &d,
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", "198.51.100.2"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        echo["headers"]["x-forwarded-for"],
+        "203.0.113.7, 198.51.100.2, 127.0.0.1"
+    );
+}
+
+#[tokio::test]
+async fn preserve_host_sends_the_clients_host_to_the_upstream() {
+    let backends = omnigate::demo::start().await.expect("backends");
+    let mut route = stripped(http_route("/keep", &backends.http_url()));
+    route.preserve_host = true;
+    let gw = gateway(http_only(vec![route])).await;
+    let r = send(
+        "GET",
+        &gw.url("/keep/echo/headers"),
+        &[("host", "shop.example.com:8443")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let echo = r.json();
+    assert_eq!(echo["headers"]["host"], "shop.example.com:8443");
+    assert_eq!(echo["headers"]["x-forwarded-host"], "shop.example.com:8443");
+}
+
+#[tokio::test]
+async fn hop_by_hop_request_headers_are_not_forwarded() {
+    let d = demo().await;
+    let echo = echoed(
+        &d,
+        &[
+            ("connection", "close, X-Secret"),
+            ("x-secret", "do not forward"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic c2VjcmV0"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "yes"),
+            ("authorization", "Bearer end-to-end"),
+        ],
+    )
+    .await;
+    let h = echo["headers"].as_object().expect("headers");
+    for gone in [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "proxy-authorization",
+        "proxy-connection",
+    ] {
+        assert!(!h.contains_key(gone), "{gone} was forwarded: {h:?}");
+    }
+    assert_eq!(h["x-kept"], "yes");
+    assert_eq!(h["authorization"], "Bearer end-to-end");
+}
+
+#[tokio::test]
+async fn hop_by_hop_response_headers_are_not_passed_back() {
+    let upstream = FakeHttp::spawn(axum::Router::new().fallback(|| async {
+        (
+            [
+                ("connection", "X-Hop-Secret"),
+                ("x-hop-secret", "upstream only"),
+                ("keep-alive", "timeout=5, max=100"),
+                ("upgrade", "h2c"),
+                ("proxy-authenticate", "Basic realm=\"upstream\""),
+                ("x-end-to-end", "kept"),
+            ],
+            axum::response::AppendHeaders([("set-cookie", "a=1"), ("set-cookie", "b=2")]),
+            "hello",
+        )
+    }))
+    .await;
+    let gw = gateway(http_only(vec![http_route("/", &upstream.url(""))])).await;
+    let r = get(&gw.url("/anything")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello");
+    for gone in [
+        "x-hop-secret",
+        "keep-alive",
+        "upgrade",
+        "proxy-authenticate",
+    ] {
+        assert!(
+            r.header(gone).is_none(),
+            "{gone} passed back: {:?}",
+            r.headers
+        );
+    }
+    assert!(
+        !r.header("connection")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .contains("x-hop-secret"),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(r.header("x-end-to-end"), Some("kept"));
+    let cookies: Vec<_> = r.headers.get_all("set-cookie").iter().collect();
+    assert_eq!(
+        cookies,
+        ["a=1", "b=2"],
+        "repeated end-to-end headers are all kept"
+    );
+}
+
+#[tokio::test]
+async fn head_requests_empty_statuses_and_expect_continue_pass_through() {
+    let d = demo().await;
+    let r = send("HEAD", &d.url("/reviews"), &[], Bytes::new()).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+
+    let r = get(&d.url("/http/status/204")).await;
+    assert_eq!(r.status, 204);
+    assert!(r.body.is_empty());
+
+    // curl sends `Expect: 100-continue` for bodies over 1 KiB.
+    let data = pattern(4096);
+    let r = send(
+        "POST",
+        &d.url("/http/echo/body"),
+        &[("expect", "100-continue")],
+        data.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body == data);
+}
+
+/// `len` bytes of a repeating, position-dependent pattern (a reordering or loss shows).
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn a_large_chunked_request_body_streams_through_and_back_intact() {
+    let d = demo().await;
+    let data = pattern(600 * 1024);
+    let chunks: Vec<Bytes> = data.chunks(16 * 1024).map(Bytes::copy_from_slice).collect();
+    let r = send_chunked(
+        "POST",
+        &d.url("/http/echo/body"),
+        &[("content-type", "application/x-test")],
+        chunks,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/x-test"));
+    assert_eq!(r.body.len(), data.len());
+    assert!(r.body == data, "the body came back altered");
+
+    // The same with a Content-Length.
+    let r = send("POST", &d.url("/http/echo/body"), &[], data.clone()).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == data, "the body came back altered");
+}
+
+#[tokio::test]
+async fn a_streamed_response_arrives_chunked_line_by_line() {
+    let d = demo().await;
+    let response = open("GET", &d.url("/http/stream/20"), &[], chunked(Vec::new())).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("content-length").is_none());
+    assert_eq!(
+        response
+            .headers()
+            .get("transfer-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("chunked")
+    );
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 20, "{text}");
+    for line in lines {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+}
+
+#[tokio::test]
+async fn the_first_chunk_reaches_the_client_before_the_upstream_finished() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let upstream = {
+        let release = release.clone();
+        FakeHttp::spawn(axum::Router::new().fallback(move || {
+            let release = release.clone();
+            async move {
+                let frames = futures_util::stream::unfold(0, move |step| {
+                    let release = release.clone();
+                    async move {
+                        match step {
+                            0 => Some((Ok::<_, std::io::Error>(Bytes::from("first\n")), 1)),
+                            1 => {
+                                // Only sent once the client proved it got the first line.
+                                release.notified().await;
+                                Some((Ok(Bytes::from("last\n")), 2))
+                            }
+                            _ => None,
+                        }
+                    }
+                });
+                axum::body::Body::from_stream(frames)
+            }
+        }))
+        .await
+    };
+    let gw = gateway(http_only(vec![http_route("/", &upstream.url(""))])).await;
+
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        open("GET", &gw.url("/stream"), &[], chunked(Vec::new())),
+    )
+    .await
+    .expect("the response was held back until the upstream finished");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("the first chunk was held back until the upstream finished")
+        .expect("a frame")
+        .expect("frame ok")
+        .into_data()
+        .expect("data");
+    assert_eq!(first, "first\n");
+    release.notify_one();
+    let rest = body.collect().await.expect("rest").to_bytes();
+    assert_eq!(rest, "last\n");
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_pooled_upstream_connections() {
+    let upstream = FakeHttp::whoami("pooled").await;
+    let gw = gateway(http_only(vec![http_route("/", &upstream.url(""))])).await;
+    const REQUESTS: usize = 40;
+    for i in 0..REQUESTS {
+        let r = if i % 2 == 0 {
+            get(&gw.url(&format!("/item/{i}"))).await
+        } else {
+            send("POST", &gw.url("/item"), &[], vec![b'x'; 2048]).await
+        };
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(upstream.requests(), REQUESTS);
+    let connections = upstream.connections();
+    assert!(
+        connections <= REQUESTS / 8,
+        "{connections} upstream connections for {REQUESTS} sequential requests"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_client_is_proxied_to_an_http1_upstream_with_its_authority_forwarded() {
+    let d = demo().await;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let response = client
+        .get(d.url("/http/echo/headers?a=1&a=2").parse().expect("uri"))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let echo: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(echo["version"], "HTTP/1.1");
+    assert_eq!(echo["path"], "/echo/headers");
+    assert_eq!(echo["args"]["a"], serde_json::json!(["1", "2"]));
+    assert_eq!(
+        echo["headers"]["x-forwarded-host"],
+        d.gw.addr.to_string().as_str()
+    );
+    assert_eq!(
+        echo["headers"]["host"],
+        d.backends.http.to_string().as_str()
+    );
+}
