@@ -52,7 +52,7 @@ pub async fn call(
     let deadline = request.deadline;
 
     let messages: MessageStream = if method.descriptor.is_client_streaming() {
-        client_stream(settings, binding, vars, request)
+        client_stream(settings, binding, vars, request)?
     } else {
         let message = request_message(settings, binding, &vars, request).await?;
         stream::once(async move { Ok(Bytes::from(message.encode_to_vec())) }).boxed()
@@ -342,80 +342,90 @@ fn bind_path_and_query(
 }
 
 /// NDJSON request body → a stream of encoded messages, one per line, as lines complete.
+/// What can be checked before the body is read (content type, query) is checked here, so such
+/// a request never reaches the upstream.
 fn client_stream(
     settings: &Settings,
     binding: &Binding,
     vars: Vec<(usize, String)>,
     request: Request,
-) -> MessageStream {
+) -> Result<MessageStream, Error> {
     let content_type = request.content_type().map(str::to_string);
-    if let Err(e) = check_content_type(binding, content_type.as_deref(), b"x", true) {
-        return stream::once(async move { Err(e) }).boxed();
-    }
-    let query = request.uri.query().unwrap_or("").to_string();
-    let settings = settings.clone();
+    check_content_type(binding, content_type.as_deref(), b"x", true)?;
+    // Every line is a whole request message, as with `body: "*"`: the query may not add to
+    // it. Checked on a scratch message so that the error names the parameter.
+    let query = request.uri.query().unwrap_or("");
+    fields::apply_query(
+        &mut DynamicMessage::new(binding.method.descriptor.input()),
+        query,
+        &[],
+        true,
+        QueryOptions {
+            ignore_unknown: settings.ignore_unknown_query_parameters,
+        },
+    )?;
+    let options = settings.json.clone();
     let input = binding.method.descriptor.input();
     let path_fields = binding.path_fields.clone();
-    let lines = ndjson_lines(request.body);
-    let mut line_no = 0usize;
-    lines
+    Ok(ndjson_lines(request.body)
         .map(move |line| {
-            line_no += 1;
-            let line = line?;
-            let mut message = DynamicMessage::new(input.clone());
-            json::decode_message(&input, &line, &settings.json)
-                .map(|m| message = m)
+            let (line_no, line) = line?;
+            let mut message = json::decode_message(&input, &line, &options)
                 .map_err(|e| Error::invalid(e.field, format!("line {line_no}: {}", e.reason)))?;
             for (index, value) in &vars {
                 if let Some(path) = path_fields.get(*index) {
                     fields::set_from_str(&mut message, path, value)?;
                 }
             }
-            if line_no == 1 && !query.is_empty() && !settings.ignore_unknown_query_parameters {
-                return Err(Error::invalid(
-                    "",
-                    "query parameters are not accepted on a streaming body route",
-                ));
-            }
             Ok(Bytes::from(message.encode_to_vec()))
         })
-        .boxed()
+        .boxed())
 }
 
-/// Split a streaming body into non-empty lines.
-fn ndjson_lines(body: Body) -> BoxStream<'static, Result<Bytes, Error>> {
-    stream::unfold(
-        (body, BytesMut::new(), false),
-        |(mut body, mut buffer, mut done)| async move {
-            loop {
-                if let Some(pos) = buffer.iter().position(|&b| b == b'\n') {
-                    let line = buffer.split_to(pos + 1).freeze();
-                    let line = trim_line(line);
-                    if line.is_empty() {
-                        continue;
-                    }
-                    return Some((Ok(line), (body, buffer, done)));
+/// Split a streaming body into its non-blank lines, each with its 1-based line number in the
+/// body (blank lines count, so errors name the line the client sees in its file). Ends after
+/// the first body error.
+fn ndjson_lines(body: Body) -> BoxStream<'static, Result<(usize, Bytes), Error>> {
+    struct Lines {
+        body: Body,
+        buffer: BytesMut,
+        /// Number of the line at the start of `buffer`.
+        line_no: usize,
+        done: bool,
+    }
+    let state = Lines {
+        body,
+        buffer: BytesMut::new(),
+        line_no: 1,
+        done: false,
+    };
+    stream::unfold(Some(state), |state| async move {
+        let mut s = state?;
+        loop {
+            if let Some(pos) = s.buffer.iter().position(|&b| b == b'\n') {
+                let line = trim_line(s.buffer.split_to(pos + 1).freeze());
+                let line_no = s.line_no;
+                s.line_no += 1;
+                if line.is_empty() {
+                    continue;
                 }
-                if done {
-                    let rest = trim_line(buffer.split().freeze());
-                    return if rest.is_empty() {
-                        None
-                    } else {
-                        Some((Ok(rest), (body, buffer, done)))
-                    };
-                }
-                match body.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            buffer.extend_from_slice(&data);
-                        }
-                    }
-                    Some(Err(e)) => return Some((Err(body_error(e)), (body, buffer, true))),
-                    None => done = true,
-                }
+                return Some((Ok((line_no, line)), Some(s)));
             }
-        },
-    )
+            if s.done {
+                let rest = trim_line(s.buffer.split().freeze());
+                return (!rest.is_empty()).then(|| (Ok((s.line_no, rest)), None));
+            }
+            match s.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        s.buffer.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Some((Err(body_error(e)), None)),
+                None => s.done = true,
+            }
+        }
+    })
     .boxed()
 }
 
