@@ -175,6 +175,10 @@ pub fn metadata(settings: &Settings, request: &Request, extra: &HeaderMap) -> He
     .iter()
     .chain(settings.forward_headers.iter())
     {
+        // A name listed twice (`forward_headers: [authorization]`) is forwarded once.
+        if out.contains_key(name) {
+            continue;
+        }
         for value in request.headers.get_all(name) {
             out.append(name.clone(), value.clone());
         }
