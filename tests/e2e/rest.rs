@@ -769,6 +769,22 @@ async fn client_streaming_import_refuses_query_parameters_before_calling_the_bac
 }
 
 #[tokio::test]
+async fn client_streaming_import_over_the_body_limit_is_a_413_without_a_backend_call() {
+    let d = demo_with(|c| c.limits.max_body_bytes = 100).await;
+    let body = "{\"book\": {\"title\": \"x\"}}\n".repeat(20);
+    let r = send(
+        "POST",
+        &d.url("/v1/shelves/1/books:import"),
+        &[NDJSON],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.json()["code"], 8);
+    assert_eq!(d.backends.library_backend.calls("ImportBooks"), 0);
+}
+
+#[tokio::test]
 async fn bidi_auto_mapping_annotate_books_answers_every_ndjson_line_with_one() {
     let d = demo().await;
     let body = concat!(
@@ -900,6 +916,36 @@ async fn only_allowlisted_headers_are_forwarded_as_metadata() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(metadata_value(&d, "x-tenant").as_deref(), Some("acme"));
     assert_eq!(metadata_value(&d, "x-other"), None);
+}
+
+#[tokio::test]
+async fn a_header_both_built_in_and_allowlisted_is_forwarded_once() {
+    let d = demo_with(|c| {
+        c.transcoding.forward_headers = vec!["Authorization".into(), "x-request-id".into()]
+    })
+    .await;
+    let r = send(
+        "GET",
+        &d.url("/v1/shelves/1"),
+        &[("authorization", "Bearer a"), ("x-request-id", "r-1")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let metadata = d
+        .backends
+        .library_backend
+        .last_metadata()
+        .expect("a call was recorded");
+    let all = |key: &str| -> Vec<String> {
+        metadata
+            .get_all(key)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(all("authorization"), ["Bearer a"]);
+    assert_eq!(all("x-request-id"), ["r-1"]);
 }
 
 #[tokio::test]
