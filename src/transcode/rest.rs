@@ -50,6 +50,7 @@ pub async fn call(
     let metadata = metadata(settings, &request, &method.metadata);
     let accept_sse = accepts(&request.headers, "text/event-stream");
     let deadline = request.deadline;
+    let request_id = request.id.clone();
 
     let messages: MessageStream = if method.descriptor.is_client_streaming() {
         client_stream(settings, binding, vars, request)?
@@ -111,13 +112,16 @@ pub async fn call(
         Format::from(settings.stream_format)
     };
     let body = render_stream(
-        format,
         messages.into_stream(),
-        output,
-        binding.response_body.clone(),
-        settings.json.clone(),
-        pool.clone(),
-        method.upstream.name().to_string(),
+        StreamContext {
+            format,
+            output,
+            response_body: binding.response_body.clone(),
+            options: settings.json.clone(),
+            pool: pool.clone(),
+            upstream: method.upstream.name().to_string(),
+            request_id,
+        },
     );
     let mut response = http::Response::new(body);
     *response.headers_mut() = headers;
@@ -472,102 +476,96 @@ impl Format {
     }
 }
 
-/// Render a stream of reply messages. An error mid-stream ends the stream with an error
-/// object (`{"error": {...}}` line, an SSE `event: error`, or the array's last element):
-/// never a silent truncation.
-fn render_stream(
+/// What rendering a stream of reply messages needs besides the messages.
+struct StreamContext {
     format: Format,
-    messages: BoxStream<'static, Result<Bytes, Error>>,
     output: MessageDescriptor,
     response_body: Option<FieldPath>,
     options: json::JsonOptions,
     pool: DescriptorPool,
     upstream: String,
-) -> Body {
+    /// For the log line of an error that ends the stream.
+    request_id: String,
+}
+
+impl StreamContext {
+    /// One reply message as JSON, or the error object that ends the stream.
+    fn payload(&self, item: Result<Bytes, Error>) -> Result<Vec<u8>, Vec<u8>> {
+        let rendered = item
+            .map_err(|e| with_details(e, &self.pool))
+            .and_then(|bytes| decode(&self.output, bytes, &self.upstream))
+            .and_then(|message| {
+                fields::render_response(&message, self.response_body.as_ref(), &self.options)
+                    .map_err(|e| render_failure(e, &self.upstream))
+            });
+        rendered.map(|r| r.body).map_err(|error| {
+            error.log(&self.request_id);
+            serde_json::json!({ "error": error.render().to_json() })
+                .to_string()
+                .into_bytes()
+        })
+    }
+}
+
+/// Render a stream of reply messages. An error mid-stream ends the stream with an error
+/// object (`{"error": {...}}` line, an SSE `event: error`, or the array's last element):
+/// never a silent truncation.
+fn render_stream(messages: BoxStream<'static, Result<Bytes, Error>>, cx: StreamContext) -> Body {
     struct State {
         messages: BoxStream<'static, Result<Bytes, Error>>,
+        cx: StreamContext,
         first: bool,
         finished: bool,
     }
     let state = State {
         messages,
+        cx,
         first: true,
         finished: false,
     };
-    let chunks = stream::unfold(state, move |mut state| {
-        let (output, response_body, options, pool, upstream) = (
-            output.clone(),
-            response_body.clone(),
-            options.clone(),
-            pool.clone(),
-            upstream.clone(),
-        );
-        async move {
-            if state.finished {
+    let chunks = stream::unfold(state, |mut state| async move {
+        if state.finished {
+            return None;
+        }
+        let format = state.cx.format;
+        let mut out = Vec::new();
+        let Some(item) = state.messages.next().await else {
+            state.finished = true;
+            if format != Format::JsonArray {
                 return None;
             }
-            let mut out = Vec::new();
-            let item = match state.messages.next().await {
-                None => {
-                    state.finished = true;
-                    if format != Format::JsonArray {
-                        return None;
-                    }
-                    out.extend_from_slice(if state.first { b"[]" } else { b"]" });
-                    return Some((Bytes::from(out), state));
-                }
-                Some(item) => item
-                    .map_err(|e| with_details(e, &pool))
-                    .and_then(|bytes| decode(&output, bytes, &upstream)),
-            };
-            let payload = match item {
-                Ok(message) => {
-                    match fields::render_response(&message, response_body.as_ref(), &options) {
-                        Ok(rendered) => rendered.body,
-                        Err(e) => {
-                            state.finished = true;
-                            let error = render_failure(e, &upstream);
-                            error.log("");
-                            serde_json::json!({ "error": error.render().to_json() })
-                                .to_string()
-                                .into_bytes()
-                        }
-                    }
-                }
-                Err(error) => {
-                    error.log("");
-                    state.finished = true;
-                    serde_json::json!({ "error": error.render().to_json() })
-                        .to_string()
-                        .into_bytes()
-                }
-            };
-            match format {
-                Format::Ndjson => {
-                    out.extend_from_slice(&payload);
-                    out.push(b'\n');
-                }
-                Format::Sse if state.finished => {
-                    out.extend_from_slice(b"event: error\ndata: ");
-                    out.extend_from_slice(&payload);
-                    out.extend_from_slice(b"\n\n");
-                }
-                Format::Sse => {
-                    out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(&payload);
-                    out.extend_from_slice(b"\n\n");
-                }
-                Format::JsonArray => {
-                    out.push(if state.first { b'[' } else { b',' });
-                    out.extend_from_slice(&payload);
-                    if state.finished {
-                        out.push(b']');
-                    }
+            out.extend_from_slice(if state.first { b"[]" } else { b"]" });
+            return Some((Bytes::from(out), state));
+        };
+        let payload = state.cx.payload(item).unwrap_or_else(|error| {
+            state.finished = true;
+            error
+        });
+        match format {
+            Format::Ndjson => {
+                out.extend_from_slice(&payload);
+                out.push(b'\n');
+            }
+            Format::Sse if state.finished => {
+                out.extend_from_slice(b"event: error\ndata: ");
+                out.extend_from_slice(&payload);
+                out.extend_from_slice(b"\n\n");
+            }
+            Format::Sse => {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&payload);
+                out.extend_from_slice(b"\n\n");
+            }
+            Format::JsonArray => {
+                out.push(if state.first { b'[' } else { b',' });
+                out.extend_from_slice(&payload);
+                if state.finished {
+                    out.push(b']');
                 }
             }
-            state.first = false;
-            Some((Bytes::from(out), state))
         }
+        state.first = false;
+        Some((Bytes::from(out), state))
     });
     body_from(http_body_util::StreamBody::new(chunks.map(|bytes| {
         Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes))
