@@ -312,3 +312,28 @@ async fn a_server_stream_is_reachable_through_auto_mapping() {
     drop(stream);
     watchers_drop_to_zero(&d).await;
 }
+
+#[tokio::test]
+async fn an_any_in_a_streamed_event_is_rendered_with_its_type_through_the_descriptor_pool() {
+    let d = demo().await;
+    let mut stream = open(
+        "GET",
+        &d.url("/v1/shelves/1:watch?changes_only=true"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(stream.status, 200);
+    let r = post_json(&d.url("/v1/shelves/1/books/3:publish"), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let event = next_event(&mut stream).await;
+    assert_eq!(event["kind"], "UPDATED", "{event}");
+    assert_eq!(event["book"]["state"], "PUBLISHED");
+    assert_eq!(
+        event["details"],
+        json!({
+            "@type": "type.googleapis.com/google.protobuf.FieldMask",
+            "value": "state,publishTime",
+        })
+    );
+}
