@@ -1317,6 +1317,25 @@ async fn a_known_path_with_the_wrong_method_is_a_405_with_allow() {
 }
 
 #[tokio::test]
+async fn a_path_variable_that_is_not_utf8_is_a_400_without_a_backend_call() {
+    let d = demo().await;
+    let r = get(&d.url("/v1/shelves/1/books/%FF")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error_message().contains("`name`"), "{}", r.text());
+    assert!(r.error_message().contains("UTF-8"), "{}", r.text());
+    assert_eq!(d.backends.library_backend.calls("GetBook"), 0);
+    assert_still_serving(&d).await;
+}
+
+#[tokio::test]
+#[ignore = "BUG: router::find renders MatchError::InvalidEncoding with an empty BadRequest field"]
+async fn a_path_variable_that_is_not_utf8_names_the_field_in_bad_request() {
+    let d = demo().await;
+    let r = get(&d.url("/v1/shelves/1/books/%FF")).await;
+    assert_bad_request(&r, "name", "not valid UTF-8");
+}
+
+#[tokio::test]
 async fn an_unknown_path_is_a_404_json_error() {
     let d = demo().await;
     for path in ["/v2/nothing", "/v1/shelves/1/books/1/chapters", "/v1"] {

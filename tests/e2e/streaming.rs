@@ -337,3 +337,22 @@ async fn an_any_in_a_streamed_event_is_rendered_with_its_type_through_the_descri
         })
     );
 }
+
+#[tokio::test]
+#[ignore = "BUG: the backend-wide `timeout` (10s in the demo) cuts every server stream; see report"]
+async fn a_backend_wide_timeout_does_not_cut_a_long_lived_watch() {
+    let d = demo_with(|c| c.grpc[0].timeout = Some("100ms".into())).await;
+    let mut stream = open(
+        "GET",
+        &d.url("/v1/shelves/1:watch?changes_only=true"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(stream.status, 200);
+    // Outlive the backend's unary timeout, then make a change.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    post_json(&d.url("/v1/shelves/1/books"), json!({"title": "Late"})).await;
+    let event = next_event(&mut stream).await;
+    assert_eq!(event["kind"], "CREATED", "{event}");
+}
