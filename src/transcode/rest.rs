@@ -9,7 +9,8 @@
 //! overrides the same field sent in the body; query parameters may not name fields bound by
 //! the path or the body (400), and with `body: "*"` no query parameter is accepted at all.
 //! Client-streaming methods read an NDJSON body: one request message per line, each sent
-//! upstream as soon as its line is complete, with the path variables applied to every message.
+//! upstream as soon as its line is complete, with the path variables applied to every message;
+//! as with `body: "*"`, no query parameter is accepted, and errors name the line as sent.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, BoxStream};
