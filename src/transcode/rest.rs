@@ -9,7 +9,8 @@
 //! overrides the same field sent in the body; query parameters may not name fields bound by
 //! the path or the body (400), and with `body: "*"` no query parameter is accepted at all.
 //! Client-streaming methods read an NDJSON body: one request message per line, each sent
-//! upstream as soon as its line is complete, with the path variables applied to every message.
+//! upstream as soon as its line is complete, with the path variables applied to every message;
+//! as with `body: "*"`, no query parameter is accepted, and errors name the line as sent.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, BoxStream};
@@ -50,9 +51,10 @@ pub async fn call(
     let metadata = metadata(settings, &request, &method.metadata);
     let accept_sse = accepts(&request.headers, "text/event-stream");
     let deadline = request.deadline;
+    let request_id = request.id.clone();
 
     let messages: MessageStream = if method.descriptor.is_client_streaming() {
-        client_stream(settings, binding, vars, request)
+        client_stream(settings, binding, vars, request)?
     } else {
         let message = request_message(settings, binding, &vars, request).await?;
         stream::once(async move { Ok(Bytes::from(message.encode_to_vec())) }).boxed()
@@ -111,13 +113,16 @@ pub async fn call(
         Format::from(settings.stream_format)
     };
     let body = render_stream(
-        format,
         messages.into_stream(),
-        output,
-        binding.response_body.clone(),
-        settings.json.clone(),
-        pool.clone(),
-        method.upstream.name().to_string(),
+        StreamContext {
+            format,
+            output,
+            response_body: binding.response_body.clone(),
+            options: settings.json.clone(),
+            pool: pool.clone(),
+            upstream: method.upstream.name().to_string(),
+            request_id,
+        },
     );
     let mut response = http::Response::new(body);
     *response.headers_mut() = headers;
@@ -189,6 +194,10 @@ pub fn forwarded_metadata(
     .iter()
     .chain(settings.forward_headers.iter())
     {
+        // A name listed twice (`forward_headers: [authorization]`) is forwarded once.
+        if out.contains_key(name) {
+            continue;
+        }
         for value in headers.get_all(name) {
             out.append(name.clone(), value.clone());
         }
@@ -356,80 +365,90 @@ fn bind_path_and_query(
 }
 
 /// NDJSON request body → a stream of encoded messages, one per line, as lines complete.
+/// What can be checked before the body is read (content type, query) is checked here, so such
+/// a request never reaches the upstream.
 fn client_stream(
     settings: &Settings,
     binding: &Binding,
     vars: Vec<(usize, String)>,
     request: Request,
-) -> MessageStream {
+) -> Result<MessageStream, Error> {
     let content_type = request.content_type().map(str::to_string);
-    if let Err(e) = check_content_type(binding, content_type.as_deref(), b"x", true) {
-        return stream::once(async move { Err(e) }).boxed();
-    }
-    let query = request.uri.query().unwrap_or("").to_string();
-    let settings = settings.clone();
+    check_content_type(binding, content_type.as_deref(), b"x", true)?;
+    // Every line is a whole request message, as with `body: "*"`: the query may not add to
+    // it. Checked on a scratch message so that the error names the parameter.
+    let query = request.uri.query().unwrap_or("");
+    fields::apply_query(
+        &mut DynamicMessage::new(binding.method.descriptor.input()),
+        query,
+        &[],
+        true,
+        QueryOptions {
+            ignore_unknown: settings.ignore_unknown_query_parameters,
+        },
+    )?;
+    let options = settings.json.clone();
     let input = binding.method.descriptor.input();
     let path_fields = binding.path_fields.clone();
-    let lines = ndjson_lines(request.body);
-    let mut line_no = 0usize;
-    lines
+    Ok(ndjson_lines(request.body)
         .map(move |line| {
-            line_no += 1;
-            let line = line?;
-            let mut message = DynamicMessage::new(input.clone());
-            json::decode_message(&input, &line, &settings.json)
-                .map(|m| message = m)
+            let (line_no, line) = line?;
+            let mut message = json::decode_message(&input, &line, &options)
                 .map_err(|e| Error::invalid(e.field, format!("line {line_no}: {}", e.reason)))?;
             for (index, value) in &vars {
                 if let Some(path) = path_fields.get(*index) {
                     fields::set_from_str(&mut message, path, value)?;
                 }
             }
-            if line_no == 1 && !query.is_empty() && !settings.ignore_unknown_query_parameters {
-                return Err(Error::invalid(
-                    "",
-                    "query parameters are not accepted on a streaming body route",
-                ));
-            }
             Ok(Bytes::from(message.encode_to_vec()))
         })
-        .boxed()
+        .boxed())
 }
 
-/// Split a streaming body into non-empty lines.
-fn ndjson_lines(body: Body) -> BoxStream<'static, Result<Bytes, Error>> {
-    stream::unfold(
-        (body, BytesMut::new(), false),
-        |(mut body, mut buffer, mut done)| async move {
-            loop {
-                if let Some(pos) = buffer.iter().position(|&b| b == b'\n') {
-                    let line = buffer.split_to(pos + 1).freeze();
-                    let line = trim_line(line);
-                    if line.is_empty() {
-                        continue;
-                    }
-                    return Some((Ok(line), (body, buffer, done)));
+/// Split a streaming body into its non-blank lines, each with its 1-based line number in the
+/// body (blank lines count, so errors name the line the client sees in its file). Ends after
+/// the first body error.
+fn ndjson_lines(body: Body) -> BoxStream<'static, Result<(usize, Bytes), Error>> {
+    struct Lines {
+        body: Body,
+        buffer: BytesMut,
+        /// Number of the line at the start of `buffer`.
+        line_no: usize,
+        done: bool,
+    }
+    let state = Lines {
+        body,
+        buffer: BytesMut::new(),
+        line_no: 1,
+        done: false,
+    };
+    stream::unfold(Some(state), |state| async move {
+        let mut s = state?;
+        loop {
+            if let Some(pos) = s.buffer.iter().position(|&b| b == b'\n') {
+                let line = trim_line(s.buffer.split_to(pos + 1).freeze());
+                let line_no = s.line_no;
+                s.line_no += 1;
+                if line.is_empty() {
+                    continue;
                 }
-                if done {
-                    let rest = trim_line(buffer.split().freeze());
-                    return if rest.is_empty() {
-                        None
-                    } else {
-                        Some((Ok(rest), (body, buffer, done)))
-                    };
-                }
-                match body.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            buffer.extend_from_slice(&data);
-                        }
-                    }
-                    Some(Err(e)) => return Some((Err(body_error(e)), (body, buffer, true))),
-                    None => done = true,
-                }
+                return Some((Ok((line_no, line)), Some(s)));
             }
-        },
-    )
+            if s.done {
+                let rest = trim_line(s.buffer.split().freeze());
+                return (!rest.is_empty()).then(|| (Ok((s.line_no, rest)), None));
+            }
+            match s.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        s.buffer.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Some((Err(body_error(e)), None)),
+                None => s.done = true,
+            }
+        }
+    })
     .boxed()
 }
 
@@ -472,102 +491,96 @@ impl Format {
     }
 }
 
-/// Render a stream of reply messages. An error mid-stream ends the stream with an error
-/// object (`{"error": {...}}` line, an SSE `event: error`, or the array's last element):
-/// never a silent truncation.
-fn render_stream(
+/// What rendering a stream of reply messages needs besides the messages.
+struct StreamContext {
     format: Format,
-    messages: BoxStream<'static, Result<Bytes, Error>>,
     output: MessageDescriptor,
     response_body: Option<FieldPath>,
     options: json::JsonOptions,
     pool: DescriptorPool,
     upstream: String,
-) -> Body {
+    /// For the log line of an error that ends the stream.
+    request_id: String,
+}
+
+impl StreamContext {
+    /// One reply message as JSON, or the error object that ends the stream.
+    fn payload(&self, item: Result<Bytes, Error>) -> Result<Vec<u8>, Vec<u8>> {
+        let rendered = item
+            .map_err(|e| with_details(e, &self.pool))
+            .and_then(|bytes| decode(&self.output, bytes, &self.upstream))
+            .and_then(|message| {
+                fields::render_response(&message, self.response_body.as_ref(), &self.options)
+                    .map_err(|e| render_failure(e, &self.upstream))
+            });
+        rendered.map(|r| r.body).map_err(|error| {
+            error.log(&self.request_id);
+            serde_json::json!({ "error": error.render().to_json() })
+                .to_string()
+                .into_bytes()
+        })
+    }
+}
+
+/// Render a stream of reply messages. An error mid-stream ends the stream with an error
+/// object (`{"error": {...}}` line, an SSE `event: error`, or the array's last element):
+/// never a silent truncation.
+fn render_stream(messages: BoxStream<'static, Result<Bytes, Error>>, cx: StreamContext) -> Body {
     struct State {
         messages: BoxStream<'static, Result<Bytes, Error>>,
+        cx: StreamContext,
         first: bool,
         finished: bool,
     }
     let state = State {
         messages,
+        cx,
         first: true,
         finished: false,
     };
-    let chunks = stream::unfold(state, move |mut state| {
-        let (output, response_body, options, pool, upstream) = (
-            output.clone(),
-            response_body.clone(),
-            options.clone(),
-            pool.clone(),
-            upstream.clone(),
-        );
-        async move {
-            if state.finished {
+    let chunks = stream::unfold(state, |mut state| async move {
+        if state.finished {
+            return None;
+        }
+        let format = state.cx.format;
+        let mut out = Vec::new();
+        let Some(item) = state.messages.next().await else {
+            state.finished = true;
+            if format != Format::JsonArray {
                 return None;
             }
-            let mut out = Vec::new();
-            let item = match state.messages.next().await {
-                None => {
-                    state.finished = true;
-                    if format != Format::JsonArray {
-                        return None;
-                    }
-                    out.extend_from_slice(if state.first { b"[]" } else { b"]" });
-                    return Some((Bytes::from(out), state));
-                }
-                Some(item) => item
-                    .map_err(|e| with_details(e, &pool))
-                    .and_then(|bytes| decode(&output, bytes, &upstream)),
-            };
-            let payload = match item {
-                Ok(message) => {
-                    match fields::render_response(&message, response_body.as_ref(), &options) {
-                        Ok(rendered) => rendered.body,
-                        Err(e) => {
-                            state.finished = true;
-                            let error = render_failure(e, &upstream);
-                            error.log("");
-                            serde_json::json!({ "error": error.render().to_json() })
-                                .to_string()
-                                .into_bytes()
-                        }
-                    }
-                }
-                Err(error) => {
-                    error.log("");
-                    state.finished = true;
-                    serde_json::json!({ "error": error.render().to_json() })
-                        .to_string()
-                        .into_bytes()
-                }
-            };
-            match format {
-                Format::Ndjson => {
-                    out.extend_from_slice(&payload);
-                    out.push(b'\n');
-                }
-                Format::Sse if state.finished => {
-                    out.extend_from_slice(b"event: error\ndata: ");
-                    out.extend_from_slice(&payload);
-                    out.extend_from_slice(b"\n\n");
-                }
-                Format::Sse => {
-                    out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(&payload);
-                    out.extend_from_slice(b"\n\n");
-                }
-                Format::JsonArray => {
-                    out.push(if state.first { b'[' } else { b',' });
-                    out.extend_from_slice(&payload);
-                    if state.finished {
-                        out.push(b']');
-                    }
+            out.extend_from_slice(if state.first { b"[]" } else { b"]" });
+            return Some((Bytes::from(out), state));
+        };
+        let payload = state.cx.payload(item).unwrap_or_else(|error| {
+            state.finished = true;
+            error
+        });
+        match format {
+            Format::Ndjson => {
+                out.extend_from_slice(&payload);
+                out.push(b'\n');
+            }
+            Format::Sse if state.finished => {
+                out.extend_from_slice(b"event: error\ndata: ");
+                out.extend_from_slice(&payload);
+                out.extend_from_slice(b"\n\n");
+            }
+            Format::Sse => {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&payload);
+                out.extend_from_slice(b"\n\n");
+            }
+            Format::JsonArray => {
+                out.push(if state.first { b'[' } else { b',' });
+                out.extend_from_slice(&payload);
+                if state.finished {
+                    out.push(b']');
                 }
             }
-            state.first = false;
-            Some((Bytes::from(out), state))
         }
+        state.first = false;
+        Some((Bytes::from(out), state))
     });
     body_from(http_body_util::StreamBody::new(chunks.map(|bytes| {
         Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes))

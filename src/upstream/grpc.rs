@@ -106,12 +106,24 @@ impl GrpcUpstream {
             }
         }
 
+        let deadline = deadline.map(|at| Deadline::starting_now(at, &self.name));
         let mut channel = self.channel.clone();
         let send = async {
             let ready = channel.ready().await.map_err(|e| self.unavailable(&e))?;
-            ready.call(request).await.map_err(|e| self.unavailable(&e))
+            ready.call(request).await.map_err(|e| {
+                // tonic's channel enforces the `grpc-timeout` we set, and may notice first.
+                match &deadline {
+                    Some(deadline) if is_timeout_expired(&e) => deadline.exceeded(),
+                    _ => self.unavailable(&e),
+                }
+            })
         };
-        let response = with_deadline(deadline, &self.name, send).await?;
+        let response = match with_deadline(deadline.as_ref(), send).await {
+            Ok(response) => response,
+            // A request stream that failed (a bad NDJSON line, a body over the limit) makes the
+            // call fail too; the client must hear about its own mistake, not a broken upstream.
+            Err(error) => return Err(taken(&request_error).unwrap_or(error)),
+        };
 
         let (parts, body) = response.into_parts();
         // Trailers-only answers carry the status in the headers.
@@ -194,45 +206,82 @@ fn request_body(
             frame.put_slice(&message);
             Ok(http_body::Frame::data(frame.freeze()))
         });
-        if let Err(error) = &result {
+        // The error itself is kept for the caller (it explains the failed call better than
+        // the reset that follows); the transport only needs to know the stream failed.
+        result.map_err(|error| {
             if let Ok(mut slot) = slot.lock() {
-                slot.get_or_insert_with(|| clone_error(error));
+                slot.get_or_insert(error);
             }
-        }
-        result
+            Error::Cancelled
+        })
     });
     http_body_util::StreamBody::new(frames)
 }
 
-/// Errors are not `Clone` (they may hold boxed causes elsewhere); the request-stream errors we
-/// keep are all plain data, so rebuild them.
-fn clone_error(error: &Error) -> Error {
-    match error {
-        Error::InvalidArgument { field, reason } => Error::invalid(field.clone(), reason.clone()),
-        Error::PayloadTooLarge { limit } => Error::PayloadTooLarge { limit: *limit },
-        Error::Cancelled => Error::Cancelled,
-        other => Error::internal(other.to_string()),
+/// When a call must be over, and how long it had from its start (for the error message).
+#[derive(Clone, Debug)]
+struct Deadline {
+    at: Instant,
+    budget: Duration,
+    upstream: Arc<str>,
+}
+
+impl Deadline {
+    fn starting_now(at: Instant, upstream: &Arc<str>) -> Deadline {
+        Deadline {
+            at,
+            budget: at.saturating_duration_since(Instant::now()),
+            upstream: upstream.clone(),
+        }
+    }
+
+    /// The error for a call cut short by this deadline: it names the whole budget of the call
+    /// (to the millisecond), not the time left when the last message was awaited.
+    fn exceeded(&self) -> Error {
+        let millis = (self.budget.as_micros() + 500) / 1000;
+        Error::UpstreamTimeout {
+            upstream: self.upstream.to_string(),
+            timeout: Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX)),
+        }
     }
 }
 
 async fn with_deadline<T>(
-    deadline: Option<Instant>,
-    upstream: &str,
+    deadline: Option<&Deadline>,
     future: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    match deadline {
-        None => future.await,
-        Some(deadline) => {
-            let started = Instant::now();
-            match tokio::time::timeout_at(deadline.into(), future).await {
-                Ok(result) => result,
-                Err(_) => Err(Error::UpstreamTimeout {
-                    upstream: upstream.to_string(),
-                    timeout: deadline.saturating_duration_since(started),
-                }),
-            }
+    let Some(deadline) = deadline else {
+        return future.await;
+    };
+    match tokio::time::timeout_at(deadline.at.into(), future).await {
+        // The upstream enforces the same deadline (we send it as `grpc-timeout`) and may cut
+        // the call first: a reset or a CANCELLED once the deadline passed is the deadline.
+        Ok(Err(error)) if Instant::now() >= deadline.at && cut_short(&error) => {
+            Err(deadline.exceeded())
         }
+        Ok(result) => result,
+        Err(_) => Err(deadline.exceeded()),
     }
+}
+
+fn cut_short(error: &Error) -> bool {
+    match error {
+        Error::UpstreamUnavailable { .. } => true,
+        Error::UpstreamStatus(status) => status.code == Code::Cancelled,
+        _ => false,
+    }
+}
+
+/// Whether tonic's own `grpc-timeout` enforcement failed the call.
+fn is_timeout_expired(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {
@@ -331,7 +380,7 @@ pub struct Messages {
     buffer: BytesMut,
     trailers: HeaderMap,
     done: bool,
-    deadline: Option<Instant>,
+    deadline: Option<Deadline>,
     max_message_bytes: usize,
     request_error: RequestError,
 }
@@ -340,9 +389,8 @@ impl Messages {
     /// The next message; `Ok(None)` once the call ended with OK; `Err` for a non-OK status or
     /// a broken stream.
     pub async fn next(&mut self) -> Result<Option<Bytes>, Error> {
-        let deadline = self.deadline;
-        let upstream = self.upstream.clone();
-        with_deadline(deadline, &upstream, self.next_inner()).await
+        let deadline = self.deadline.clone();
+        with_deadline(deadline.as_ref(), self.next_inner()).await
     }
 
     async fn next_inner(&mut self) -> Result<Option<Bytes>, Error> {

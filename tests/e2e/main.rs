@@ -8,3 +8,4 @@ mod failures;
 mod graphql;
 mod proxy;
 mod rest;
+mod streaming;

@@ -329,3 +329,109 @@ pub fn http_only(routes: Vec<config::HttpRouteConfig>) -> Config {
         ..Config::default()
     }
 }
+
+
+/// The example backends plus a gateway configured like `omnigate demo`, after `edit` changed
+/// the config (flip transcoding options, add routes...).
+pub async fn demo_with(edit: impl FnOnce(&mut Config)) -> Demo {
+    let backends = demo::start().await.expect("backends");
+    let mut config = demo::gateway_config(&backends, "127.0.0.1:0".parse().expect("addr"));
+    edit(&mut config);
+    let gw = gateway(config).await;
+    Demo { backends, gw }
+}
+
+/// A response whose body is read piece by piece (server streams). Dropping it drops the
+/// connection.
+pub struct Streamed {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    body: hyper::body::Incoming,
+    buffer: Vec<u8>,
+}
+
+/// Send one request and return as soon as the response headers arrived.
+pub async fn open_stream(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Streamed {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut builder = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder.body(Full::new(body.into())).expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(20), client.request(request))
+        .await
+        .expect("response headers within 20s")
+        .expect("response");
+    let (parts, body) = response.into_parts();
+    Streamed {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+        buffer: Vec::new(),
+    }
+}
+
+impl Streamed {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Read one more data frame into the buffer; false at the end of the body.
+    async fn fill(&mut self) -> bool {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(20), self.body.frame())
+                .await
+                .expect("a body frame within 20s");
+            match frame {
+                None => return false,
+                Some(frame) => {
+                    if let Ok(data) = frame.expect("body frame").into_data() {
+                        self.buffer.extend_from_slice(&data);
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next `\n`-terminated line (without the `\n`), or what is left at the end of the
+    /// body, or `None` once everything was read.
+    pub async fn next_line(&mut self) -> Option<String> {
+        loop {
+            if let Some(pos) = self.buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=pos).collect();
+                return Some(String::from_utf8_lossy(&line[..pos]).into_owned());
+            }
+            if !self.fill().await {
+                if self.buffer.is_empty() {
+                    return None;
+                }
+                let rest = std::mem::take(&mut self.buffer);
+                return Some(String::from_utf8_lossy(&rest).into_owned());
+            }
+        }
+    }
+
+    /// Everything not read yet, until the end of the body.
+    pub async fn rest(&mut self) -> String {
+        while self.fill().await {}
+        String::from_utf8_lossy(&std::mem::take(&mut self.buffer)).into_owned()
+    }
+}
+
+/// Poll `condition` every 20 ms, at most 10 s; true once it held. Not a timing assertion: the
+/// bound only keeps a broken build from hanging.
+pub async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
+}
