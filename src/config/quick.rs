@@ -20,6 +20,12 @@ pub fn config(
                 .into(),
         );
     }
+    if !descriptors.is_empty() && grpc.is_empty() {
+        return Err(
+            "--descriptors describes a --grpc upstream: add --grpc URL for the backend that serves it"
+                .into(),
+        );
+    }
     if !descriptors.is_empty() && grpc.len() > 1 && descriptors.len() != grpc.len() {
         return Err(format!(
             "{} --grpc upstreams but {} --descriptors files: pass one --descriptors per --grpc (paired in order), or a single --grpc",
