@@ -168,24 +168,29 @@ pub fn build(
     let mut taken: HashMap<(String, String), String> = HashMap::new();
     let mut listing = Vec::new();
     let http_ext = pool.get_extension_by_name("google.api.http");
-    for name in &order {
+    // Rules in three stages: the descriptors' own bindings, then the config's, then the
+    // auto-mapping, so a conflict is blamed on the config route that caused it (with its
+    // line), never on an annotation. The listing stays grouped by method.
+    let mut staged: Vec<(usize, usize, Rule)> = Vec::new();
+    for (index, name) in order.iter().enumerate() {
         let method = &methods[name];
-        let mut rules = Vec::new();
         if let Some(ext) = &http_ext {
             let options = method.descriptor.options();
             if options.has_extension(ext) {
                 if let Value::Message(rule) = options.get_extension(ext).as_ref() {
+                    let mut rules = Vec::new();
                     flatten_rule(rule, name, &mut rules, true);
+                    staged.extend(rules.into_iter().map(|r| (0, index, r)));
                 }
             }
         }
         for rule in config.routes.iter().filter(|r| &r.method == name) {
             if let Some(rule) = config_rule(rule) {
-                rules.push(rule);
+                staged.push((1, index, rule));
             }
         }
         if config.settings.auto_mapping {
-            rules.push(Rule {
+            let rule = Rule {
                 http_method: "POST".into(),
                 template: format!(
                     "/{}/{}",
@@ -198,45 +203,58 @@ pub fn build(
                 origin: format!("{name} (auto-mapping)"),
                 at: None,
                 pattern_at: None,
-            });
-        }
-        for rule in rules {
-            match compile(method, &rule) {
-                Ok((template, binding)) => {
-                    let http_method = binding.http_method.clone();
-                    let key = (http_method.clone(), template.canonical());
-                    let line = RouteLine {
-                        method: http_method.clone(),
-                        path: binding.template.clone(),
-                        target: format!("grpc {name}"),
-                    };
-                    match builder.insert(&http_method, template, binding) {
-                        Ok(()) => {
-                            listing.push(line);
-                            taken.insert(key, rule.describe());
-                        }
-                        Err(dup) => errors.push(BuildError {
-                            at: rule.key(&Part::Pattern),
-                            message: format!(
-                                "{} {:?} of {} matches the same paths as {} {:?} of {}",
-                                dup.method,
-                                dup.new,
-                                rule.describe(),
-                                dup.method,
-                                dup.existing,
-                                taken.get(&key).map_or("another binding", String::as_str),
-                            ),
-                            hint: Some("change one of the two templates, or remove one".into()),
-                        }),
-                    }
-                }
-                Err((part, message)) => errors.push(error(
-                    rule.key(&part).as_deref(),
-                    format!("{}: {message}", rule.origin),
-                )),
-            }
+            };
+            staged.push((2, index, rule));
         }
     }
+    // (position as pushed, i.e. grouped by method; stage; method; rule), by stage.
+    let mut staged: Vec<(usize, usize, usize, Rule)> = staged
+        .into_iter()
+        .enumerate()
+        .map(|(position, (stage, index, rule))| (position, stage, index, rule))
+        .collect();
+    staged.sort_by_key(|(_, stage, _, _)| *stage);
+    let mut listed: Vec<(usize, RouteLine)> = Vec::new();
+    for (position, _, index, rule) in staged {
+        let name = &order[index];
+        let method = &methods[name];
+        match compile(method, &rule) {
+            Ok((template, binding)) => {
+                let http_method = binding.http_method.clone();
+                let key = (http_method.clone(), template.canonical());
+                let line = RouteLine {
+                    method: http_method.clone(),
+                    path: binding.template.clone(),
+                    target: format!("grpc {name}"),
+                };
+                match builder.insert(&http_method, template, binding) {
+                    Ok(()) => {
+                        listed.push((position, line));
+                        taken.insert(key, rule.describe());
+                    }
+                    Err(dup) => errors.push(BuildError {
+                        at: rule.key(&Part::Pattern),
+                        message: format!(
+                            "{} {:?} of {} matches the same paths as {} {:?} of {}",
+                            dup.method,
+                            dup.new,
+                            rule.describe(),
+                            dup.method,
+                            dup.existing,
+                            taken.get(&key).map_or("another binding", String::as_str),
+                        ),
+                        hint: Some("change one of the two templates, or remove one".into()),
+                    }),
+                }
+            }
+            Err((part, message)) => errors.push(error(
+                rule.key(&part).as_deref(),
+                format!("{}: {message}", rule.origin),
+            )),
+        }
+    }
+    listed.sort_by_key(|(position, _)| *position);
+    listing.extend(listed.into_iter().map(|(_, line)| line));
 
     let mut http = config.http.clone();
     sort_http(&mut http);

@@ -4,4 +4,7 @@
 
 mod support;
 
+mod cli;
+mod config;
+mod descriptors;
 mod rest;
