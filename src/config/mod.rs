@@ -343,7 +343,8 @@ pub fn load_config(config: &Config, origin: &str) -> Result<Loaded, load::Config
 /// [`load_config`] going as far as it can; see [`Checked`].
 pub fn check_config(config: &Config, origin: &str) -> Checked {
     let source = load::SourceMap::empty(origin);
-    let (validated, errors) = validate::validate_all(config, &source, std::path::Path::new("."));
+    // Relative paths stay relative to the working directory, and read as the user wrote them.
+    let (validated, errors) = validate::validate_all(config, &source, std::path::Path::new(""));
     let grpc_intact = !errors.iter().any(|e| e.path.starts_with("grpc["));
     Checked {
         loaded: grpc_intact.then_some(Loaded { validated, source }),
