@@ -34,7 +34,8 @@
 //!    `ratio: 1.50` gives `"1.50"`), while a number or bool field rejects a quoted
 //!    string (`port: "8080"` is an error). Unknown fields/variants are reported at the
 //!    offending key with a did-you-mean hint ([`did_you_mean`]); a missing field points
-//!    at the parent mapping.
+//!    at the parent mapping. After an error the offending key is dropped and
+//!    deserialization starts again, so one run reports them all ([`parse_str_partial`]).
 //!
 //! Limitation: inside `#[serde(tag = ...)]`/`untagged`/`flatten` types serde buffers
 //! the input, so there a `String` field given a plain number is an error (with a hint
@@ -1607,14 +1608,13 @@ pub fn parse_str_partial<T: serde::de::DeserializeOwned>(
         let path = segment_path(&segments.iter().collect::<Vec<_>>());
         let mut steps = steps_of(&segments);
         match &error.inner().unknown {
-            Some(Unknown::Missing) => {
-                // Most likely the key dropped from this mapping was this one, misspelt.
-                if dropped.iter().any(|d| parent_path(d) == path) {
-                    break None;
-                }
+            // Most likely the key dropped from this mapping was this one, misspelt.
+            Some(Unknown::Missing) if dropped.iter().any(|d| parent_path(d) == path) => {
+                break None;
             }
             Some(Unknown::Field(field, _)) => {
-                let recorded = matches!(segments.last(), Some(Segment::Map { key }) if key == field);
+                let recorded =
+                    matches!(segments.last(), Some(Segment::Map { key }) if key == field);
                 if !recorded {
                     if let Some(steps) = steps.as_mut() {
                         steps.push(Step::Key(field.clone()));
@@ -1894,6 +1894,39 @@ mod tests {
         ];
         for (yaml, expect) in &cases {
             check(yaml, expect);
+        }
+    }
+
+    /// `expect`: every error, ` | `-separated, then `=> partial` when a value was still
+    /// produced for later checks, `=> none` otherwise.
+    fn check_partial(yaml: &str, expect: &str) {
+        let (value, _, errors) = parse_str_partial::<Config>("c.yaml", yaml, env);
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let got = format!(
+            "{} => {}",
+            errors.join(" | "),
+            if value.is_some() { "partial" } else { "none" }
+        );
+        assert_eq!(got, expect, "{yaml:?}");
+    }
+
+    #[test]
+    fn goes_on_past_errors_to_report_them_all() {
+        let cases = [
+            // every unknown key and bad value, not just the first; the rest still loads
+            ("server:\n  prot: 1\n  port: 2\n  max_body_bytes: x\nheders: {}\n", "c.yaml:2:3: server.prot: unknown field `prot` (did you mean `port`?) | c.yaml:4:19: server.max_body_bytes: invalid type: string \"x\", expected u64 | c.yaml:5:1: heders: unknown field `heders` (did you mean `headers`?) => partial"),
+            // a misspelt required key: its "missing field" is not reported again
+            ("server:\n  prot: 1\n", "c.yaml:2:3: server.prot: unknown field `prot` (did you mean `port`?) => none"),
+            // a genuinely missing field is reported
+            ("server:\n  host: h\n", "c.yaml:1:1: server: missing field `port` => none"),
+            // a bad item drops its whole list, so later items keep their indices
+            ("server: {port: 1}\nroutes:\n  - prefix: /a\n    methods: [get, pots]\n    backend: {type: http, url: u}\n", "c.yaml:4:20: routes[0].methods[1]: unknown variant `pots` (did you mean `post`?) => partial"),
+            // an unset variable: reported, nothing more on its line, no value to check further
+            ("server:\n  port: ${NOPE}\n  hots: x\n", "c.yaml:2:9: environment variable `NOPE` is not set (set it, or give a default with `${NAME:-default}`) | c.yaml:3:3: server.hots: unknown field `hots` (did you mean `host`?) => none"),
+            ("server: {port: 1}\n", " => partial"),
+        ];
+        for (yaml, expect) in cases {
+            check_partial(yaml, expect);
         }
     }
 

@@ -82,7 +82,10 @@ impl FetchError {
 }
 
 /// Learn a backend's API from its configured source.
-pub async fn fetch(backend: &GrpcBackend, upstream: &GrpcUpstream) -> Result<BackendApi, FetchError> {
+pub async fn fetch(
+    backend: &GrpcBackend,
+    upstream: &GrpcUpstream,
+) -> Result<BackendApi, FetchError> {
     let (mut services, files) = match &backend.source {
         DescriptorSource::Files(paths) => {
             let mut files = Vec::new();

@@ -378,7 +378,8 @@ fn compile(
             format!("{:?} is not an HTTP method", rule.http_method),
         ));
     }
-    let template = PathTemplate::parse(&rule.template).map_err(|e| (Part::Pattern, e.to_string()))?;
+    let template =
+        PathTemplate::parse(&rule.template).map_err(|e| (Part::Pattern, e.to_string()))?;
     let input = method.descriptor.input();
     let path_fields = template
         .variables()
@@ -414,12 +415,8 @@ fn compile(
     let response_body = match rule.response_body.as_str() {
         "" => None,
         field => Some(
-            FieldPath::resolve(&method.descriptor.output(), field).map_err(|e| {
-                (
-                    Part::ResponseBody,
-                    format!("response_body {field:?}: {e}"),
-                )
-            })?,
+            FieldPath::resolve(&method.descriptor.output(), field)
+                .map_err(|e| (Part::ResponseBody, format!("response_body {field:?}: {e}")))?,
         ),
     };
     if method.descriptor.is_client_streaming() && !matches!(body, BodyBinding::Whole) {

@@ -218,7 +218,10 @@ routes:
     ];
     assert_eq!(lines.len(), expected.len(), "{err}");
     for (line, start) in lines.iter().zip(&expected) {
-        assert!(line.starts_with(start.as_str()), "{line}\nshould start with\n{start}");
+        assert!(
+            line.starts_with(start.as_str()),
+            "{line}\nshould start with\n{start}"
+        );
     }
 }
 
@@ -276,7 +279,11 @@ routes:
         .iter()
         .filter(|l| l.starts_with("POST /library.v1.Library/"))
         .collect();
-    assert_eq!(auto.len(), library_method_count(), "one auto-mapping per method");
+    assert_eq!(
+        auto.len(),
+        library_method_count(),
+        "one auto-mapping per method"
+    );
     let mut unique = lines.clone();
     unique.sort();
     unique.dedup();
@@ -296,7 +303,12 @@ routes:
 async fn routes_in_quick_mode_give_the_same_table_by_reflection_and_by_descriptor_file() {
     let backends = demo::start().await.expect("backends");
     let by_reflection = omnigate(&["routes", "--grpc", &backends.library_url()], &[]).await;
-    assert_eq!(by_reflection.status.code(), Some(0), "{}", stderr(&by_reflection));
+    assert_eq!(
+        by_reflection.status.code(),
+        Some(0),
+        "{}",
+        stderr(&by_reflection)
+    );
     let by_file = omnigate(
         &[
             "routes",
@@ -311,7 +323,9 @@ async fn routes_in_quick_mode_give_the_same_table_by_reflection_and_by_descripto
     assert_eq!(by_file.status.code(), Some(0), "{}", stderr(&by_file));
     let lines = route_lines(&by_reflection);
     assert!(
-        lines.contains(&"GET /v1/{name=shelves/*/books/*} grpc library.v1.Library/GetBook".to_string()),
+        lines.contains(
+            &"GET /v1/{name=shelves/*/books/*} grpc library.v1.Library/GetBook".to_string()
+        ),
         "{}",
         lines.join("\n")
     );
@@ -325,8 +339,14 @@ async fn routes_in_quick_mode_give_the_same_table_by_reflection_and_by_descripto
 #[tokio::test]
 async fn bad_quick_mode_flags_exit_1_with_a_clear_message() {
     let cases: &[(&[&str], &str)] = &[
-        (&["run", "--http", "nonsense"], "--http \"nonsense\": write PREFIX=URL"),
-        (&["run", "--http", "/x=localhost"], "http[0].url: \"localhost\" is not an absolute URL"),
+        (
+            &["run", "--http", "nonsense"],
+            "--http \"nonsense\": write PREFIX=URL",
+        ),
+        (
+            &["run", "--http", "/x=localhost"],
+            "http[0].url: \"localhost\" is not an absolute URL",
+        ),
         (&["run"], "nothing to serve"),
         (
             &[
@@ -345,7 +365,13 @@ async fn bad_quick_mode_flags_exit_1_with_a_clear_message() {
             "--descriptors describes a --grpc upstream",
         ),
         (
-            &["run", "--grpc", "http://127.0.0.1:9", "--descriptors", "descriptors/nope.binpb"],
+            &[
+                "run",
+                "--grpc",
+                "http://127.0.0.1:9",
+                "--descriptors",
+                "descriptors/nope.binpb",
+            ],
             "--descriptors descriptors/nope.binpb: no such file",
         ),
     ];
@@ -386,7 +412,9 @@ async fn run_in_quick_mode_serves_rest_and_proxy_and_drains_then_exits_0_on_sigt
         assert_eq!(reviews.status, 200, "{}", reviews.text());
 
         // A call in flight when SIGTERM arrives still completes.
-        backends.library_backend.set_delay(Duration::from_millis(800));
+        backends
+            .library_backend
+            .set_delay(Duration::from_millis(800));
         let calls_before = backends.library_backend.calls("GetBook");
         let url = format!("{base}/v1/shelves/1/books/2");
         let in_flight = tokio::spawn(async move { get(&url).await });

@@ -112,7 +112,10 @@ async fn every_example_loads_and_every_curl_line_in_its_header_works() {
             "{name}: listen should come from OMNIGATE_LISTEN"
         );
         for var in asked.into_inner().expect("lock") {
-            assert!(vars.contains_key(var.as_str()), "{name} reads ${{{var}}}, which this test does not set");
+            assert!(
+                vars.contains_key(var.as_str()),
+                "{name} reads ${{{var}}}, which this test does not set"
+            );
         }
 
         let gw = serve(gateway).await;
@@ -145,8 +148,14 @@ async fn a_variable_default_applies_when_the_variable_is_unset_or_empty() {
             .to_string()
     };
     assert_eq!(listen("listen: ${NOT_SET:-127.0.0.1:5}\n"), "127.0.0.1:5");
-    assert_eq!(listen("listen: ${SET_BUT_EMPTY:-127.0.0.1:6}\n"), "127.0.0.1:6");
-    assert_eq!(listen("listen: ${SET_TO_PORT:-127.0.0.1:5}\n"), "127.0.0.1:7");
+    assert_eq!(
+        listen("listen: ${SET_BUT_EMPTY:-127.0.0.1:6}\n"),
+        "127.0.0.1:6"
+    );
+    assert_eq!(
+        listen("listen: ${SET_TO_PORT:-127.0.0.1:5}\n"),
+        "127.0.0.1:7"
+    );
     assert_eq!(listen("listen: \"${SET_TO_PORT}\"\n"), "127.0.0.1:7");
 }
 
@@ -293,7 +302,10 @@ async fn a_config_with_errors_does_not_start() {
         &manifest_dir(),
         lookup,
     );
-    assert!(checked.errors.is_empty(), "valid until checked against the descriptors");
+    assert!(
+        checked.errors.is_empty(),
+        "valid until checked against the descriptors"
+    );
     assert!(Gateway::start_checked(checked).await.is_err());
 }
 

@@ -166,7 +166,9 @@ pub async fn try_send(
     for (k, v) in headers {
         builder = builder.header(*k, *v);
     }
-    let request = builder.body(Full::new(body.into())).map_err(|e| e.to_string())?;
+    let request = builder
+        .body(Full::new(body.into()))
+        .map_err(|e| e.to_string())?;
     let response = tokio::time::timeout(Duration::from_secs(20), client.request(request))
         .await
         .map_err(|_| "no response within 20s".to_string())?
@@ -345,7 +347,8 @@ fn parse_curl(line: &str) -> Curl {
                 let (k, v) = header
                     .split_once(':')
                     .unwrap_or_else(|| panic!("bad header {header:?} in: {line}"));
-                curl.headers.push((k.trim().to_string(), v.trim().to_string()));
+                curl.headers
+                    .push((k.trim().to_string(), v.trim().to_string()));
             }
             "-d" | "--data" | "--data-raw" | "--data-binary" => curl.body = Some(value()),
             "-N" | "--no-buffer" => curl.streaming = true,
@@ -409,7 +412,9 @@ fn shell_words(line: &str) -> (Vec<String>, String) {
                 }
             }
             '\\' => {
-                let c = chars.next().unwrap_or_else(|| panic!("trailing \\ in: {line}"));
+                let c = chars
+                    .next()
+                    .unwrap_or_else(|| panic!("trailing \\ in: {line}"));
                 word.get_or_insert_with(String::new).push(c);
             }
             '&' | ';' | '|' | '<' | '>' | '(' | ')' | '$' | '`' | '*' | '?' | '[' => {
@@ -447,6 +452,15 @@ impl FakeGrpc {
     pub fn library_with(backend: demo::LibraryBackend) -> FakeGrpc {
         FakeGrpc {
             library: Some(backend),
+            authors: None,
+            reflection: true,
+        }
+    }
+
+    /// Serves nothing but reflection (a backend before its first feature ships).
+    pub fn nothing() -> FakeGrpc {
+        FakeGrpc {
+            library: None,
             authors: None,
             reflection: true,
         }
@@ -502,10 +516,12 @@ impl FakeGrpc {
         let reflection = self.reflection.then(|| {
             let mut builder = tonic_reflection::server::Builder::configure();
             if self.library.is_some() {
-                builder = builder.register_encoded_file_descriptor_set(demo::LIBRARY_DESCRIPTOR_SET);
+                builder =
+                    builder.register_encoded_file_descriptor_set(demo::LIBRARY_DESCRIPTOR_SET);
             }
             if self.authors.is_some() {
-                builder = builder.register_encoded_file_descriptor_set(demo::AUTHORS_DESCRIPTOR_SET);
+                builder =
+                    builder.register_encoded_file_descriptor_set(demo::AUTHORS_DESCRIPTOR_SET);
             }
             builder.build_v1().expect("reflection service")
         });
