@@ -309,3 +309,30 @@ async fn refreshes_of_two_backends_at_once_keep_both_changes() {
         "b's change"
     );
 }
+
+#[tokio::test]
+async fn a_redeploy_that_drops_a_configured_method_is_refused_and_the_old_table_stays() {
+    let v1 = FakeGrpc::library().and_authors().spawn().await;
+    let addr = v1.addr;
+    let gw = gateway_from(&format!(
+        "{}routes:\n  - grpc: authors.v1.Authors/GetAuthor\n    get: /v2/authors/{{id}}\n",
+        reflected(&v1.url())
+    ))
+    .await
+    .expect("starts");
+    assert_eq!(get(&gw.url("/v2/authors/1")).await.status, 200);
+
+    v1.stop().await;
+    let _v2 = FakeGrpc::library().spawn_at(addr).await;
+    let refused = gw.gateway.refresh("app").await.expect_err("refused");
+    assert!(
+        refused.contains("routes[0].grpc") && refused.contains("authors.v1.Authors/GetAuthor"),
+        "{refused}"
+    );
+    let methods = &gw.gateway.snapshot().table.methods;
+    assert!(
+        methods.contains_key("authors.v1.Authors/GetAuthor"),
+        "old table kept"
+    );
+    assert_eq!(get(&gw.url("/v1/shelves/1")).await.status, 200);
+}
