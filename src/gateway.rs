@@ -11,8 +11,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use prost_reflect::DescriptorPool;
 
+use crate::config::load::ConfigErrors;
 use crate::config::validate::{DescriptorSource, Settings, Validated};
-use crate::descriptors::{self, BackendApi};
+use crate::config::{Checked, Loaded};
+use crate::descriptors::{self, BackendApi, FetchError};
 use crate::router::build::BuildError;
 use crate::router::{self, RouteTable};
 use crate::upstream::grpc::GrpcUpstream;
@@ -39,7 +41,7 @@ pub struct Gateway {
 #[derive(Debug)]
 pub enum StartError {
     /// Descriptors could not be read or fetched.
-    Descriptors(Vec<String>),
+    Descriptors(Vec<FetchError>),
     /// The route table could not be built (located at config keys where possible).
     Routes(Vec<BuildError>),
 }
@@ -47,7 +49,7 @@ pub enum StartError {
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let lines: Vec<String> = match self {
-            StartError::Descriptors(errors) => errors.clone(),
+            StartError::Descriptors(errors) => errors.iter().map(ToString::to_string).collect(),
             StartError::Routes(errors) => errors.iter().map(ToString::to_string).collect(),
         };
         f.write_str(&lines.join("\n"))
@@ -64,7 +66,11 @@ impl Gateway {
                 Ok(upstream) => {
                     upstreams.insert(backend.name.clone(), upstream);
                 }
-                Err(e) => errors.push(format!("{}: {e}", backend.at)),
+                Err(e) => errors.push(FetchError {
+                    at: Some(format!("{}.url", backend.at)),
+                    message: e.to_string(),
+                    hint: None,
+                }),
             }
         }
         if !errors.is_empty() {
@@ -100,12 +106,31 @@ impl Gateway {
         &self.config
     }
 
+    /// Start from a config checked as far as it goes: the start-up errors (unknown methods,
+    /// bad bindings, unreachable backends...) join the config's own, so every error is
+    /// reported at once. Nothing starts unless there are none.
+    pub async fn start_checked(checked: Checked) -> Result<(Loaded, Arc<Gateway>), ConfigErrors> {
+        let Checked { loaded, mut errors } = checked;
+        let Some(loaded) = loaded else {
+            return Err(ConfigErrors(errors));
+        };
+        match Gateway::start(loaded.validated.clone()).await {
+            Ok(gateway) if errors.is_empty() => Ok((loaded, gateway)),
+            Ok(_) => Err(ConfigErrors(errors)),
+            Err(error) => {
+                errors.extend(loaded.locate(&error).0);
+                errors.sort_by_key(|e| (e.line.unwrap_or(0), e.column.unwrap_or(0)));
+                Err(ConfigErrors(errors))
+            }
+        }
+    }
+
     /// The current version; hold it for the whole request.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
     }
 
-    /// Fetch one reflection backend's API again; swap in a new snapshot when it changed.
+    /// Fetch one backend's API again; swap in a new snapshot when it changed (`Ok(true)`).
     /// On any failure the last good snapshot stays.
     pub async fn refresh(&self, backend_name: &str) -> Result<bool, String> {
         let backend = self
@@ -115,13 +140,17 @@ impl Gateway {
             .find(|b| b.name == backend_name)
             .ok_or_else(|| format!("no backend named {backend_name}"))?;
         let upstream = &self.upstreams[&backend.name];
-        let api = descriptors::fetch(backend, upstream).await?;
+        let api = descriptors::fetch(backend, upstream)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Compare, build and swap under the lock (no await inside): two refreshes of
+        // different backends must not each swap in a table missing the other's change.
         let mut apis = self
             .apis
             .lock()
-            .map_err(|_| "descriptor state poisoned".to_string())?
-            .clone();
-        let Some(slot) = apis.iter_mut().find(|a| a.backend == api.backend) else {
+            .map_err(|_| "descriptor state poisoned".to_string())?;
+        let mut next = apis.clone();
+        let Some(slot) = next.iter_mut().find(|a| a.backend == api.backend) else {
             return Err(format!("no API recorded for {backend_name}"));
         };
         if *slot == api {
@@ -129,11 +158,9 @@ impl Gateway {
         }
         *slot = api;
         let snapshot =
-            build_snapshot(&self.config, &apis, &self.upstreams).map_err(|e| e.to_string())?;
+            build_snapshot(&self.config, &next, &self.upstreams).map_err(|e| e.to_string())?;
         self.snapshot.store(Arc::new(snapshot));
-        if let Ok(mut current) = self.apis.lock() {
-            *current = apis;
-        }
+        *apis = next;
         Ok(true)
     }
 
@@ -178,7 +205,13 @@ fn build_snapshot(
     apis: &[BackendApi],
     upstreams: &HashMap<String, GrpcUpstream>,
 ) -> Result<Snapshot, StartError> {
-    let pool = descriptors::merge(apis).map_err(|e| StartError::Descriptors(vec![e]))?;
+    let pool = descriptors::merge(apis).map_err(|message| {
+        StartError::Descriptors(vec![FetchError {
+            at: None,
+            message,
+            hint: None,
+        }])
+    })?;
     let table = router::build::build(config, apis, &pool, upstreams).map_err(StartError::Routes)?;
     Ok(Snapshot { pool, table })
 }

@@ -173,8 +173,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 
 /// Load and validate the config and start the gateway; `None` after printing every error.
 async fn load(source: &Source) -> anyhow::Result<Option<(Loaded, std::sync::Arc<Gateway>)>> {
-    let loaded = match &source.config {
-        Some(path) => config::load_file(path),
+    let checked = match &source.config {
+        Some(path) => config::check_file(path),
         None => {
             let quick = config::quick::config(
                 &source.grpc,
@@ -183,29 +183,20 @@ async fn load(source: &Source) -> anyhow::Result<Option<(Loaded, std::sync::Arc<
                 source.listen.as_deref(),
             )
             .map_err(anyhow::Error::msg)?;
-            config::load_config(&quick, "<command line>")
+            config::check_config(&quick, "<command line>")
         }
     };
-    let loaded = match loaded {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(None);
-        }
-    };
-    match Gateway::start(loaded.validated.clone()).await {
-        Ok(gateway) => match omnigate::ingress::graphql::check(&gateway) {
+    match Gateway::start_checked(checked).await {
+        Ok((loaded, gateway)) => match omnigate::ingress::graphql::check(&gateway) {
             Ok(()) => Ok(Some((loaded, gateway))),
             Err(errors) => {
-                eprintln!(
-                    "{}",
-                    loaded.locate(&omnigate::gateway::StartError::Routes(errors))
-                );
+                let errors = omnigate::gateway::StartError::Routes(errors);
+                eprintln!("{}", loaded.locate(&errors));
                 Ok(None)
             }
         },
-        Err(error) => {
-            eprintln!("{}", loaded.locate(&error));
+        Err(errors) => {
+            eprintln!("{errors}");
             Ok(None)
         }
     }
@@ -216,7 +207,8 @@ async fn serve(loaded: Loaded, gateway: std::sync::Arc<Gateway>) -> anyhow::Resu
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(address = %listen, bindings = gateway.snapshot().table.binding_count(), "omnigate is listening.");
+    let address = listener.local_addr().unwrap_or(listen);
+    tracing::info!(%address, bindings = gateway.snapshot().table.binding_count(), "omnigate is listening.");
     omnigate::server::run(listener, gateway, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -235,14 +227,15 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
         .await
         .context("starting the example backends")?;
     let config = omnigate::demo::gateway_config(&backends, listen);
-    let loaded = config::load_config(&config, "<demo>").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let gateway = Gateway::start(loaded.validated.clone())
+    let (_, gateway) = Gateway::start_checked(config::check_config(&config, "<demo>"))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    println!("{}", omnigate::demo::banner(listen));
+    // The bound address, so `--listen 127.0.0.1:0` prints curl lines that work.
+    let address = listener.local_addr().unwrap_or(listen);
+    println!("{}", omnigate::demo::banner(address));
     omnigate::server::run(listener, gateway, shutdown_signal()).await?;
     drop(backends);
     Ok(ExitCode::SUCCESS)

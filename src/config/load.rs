@@ -34,7 +34,8 @@
 //!    `ratio: 1.50` gives `"1.50"`), while a number or bool field rejects a quoted
 //!    string (`port: "8080"` is an error). Unknown fields/variants are reported at the
 //!    offending key with a did-you-mean hint ([`did_you_mean`]); a missing field points
-//!    at the parent mapping.
+//!    at the parent mapping. After an error the offending key is dropped and
+//!    deserialization starts again, so one run reports them all ([`parse_str_partial`]).
 //!
 //! Limitation: inside `#[serde(tag = ...)]`/`untagged`/`flatten` types serde buffers
 //! the input, so there a `String` field given a plain number is an error (with a hint
@@ -275,14 +276,19 @@ pub fn substitute_env(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, ConfigError> {
-    substitute_env_all(text, &lookup).map_err(|errors| errors.0)
+    let (text, errors) = substitute_env_all(text, &lookup);
+    match errors.into_iter().next() {
+        None => Ok(text),
+        Some(first) => Err(first),
+    }
 }
 
-/// Like [`substitute_env`] but collects every error: `Err((first, the others))`.
+/// Like [`substitute_env`] but collects every error; a reference that fails is replaced by
+/// nothing, so the rest of the file can still be checked.
 fn substitute_env_all(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, Box<(ConfigError, Vec<ConfigError>)>> {
+) -> (String, Vec<ConfigError>) {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     for (index, line) in text.split_inclusive('\n').enumerate() {
@@ -356,11 +362,7 @@ fn substitute_env_all(
         }
         out.push_str(rest);
     }
-    let mut errors = errors.into_iter();
-    match errors.next() {
-        None => Ok(out),
-        Some(first) => Err(Box::new((first, errors.collect()))),
-    }
+    (out, errors)
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -1546,26 +1548,139 @@ pub fn parse_str<T: serde::de::DeserializeOwned>(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<(T, SourceMap), ConfigErrors> {
+    match parse_str_partial(file, text, lookup) {
+        (Some(value), map, errors) if errors.is_empty() => Ok((value, map)),
+        (_, _, errors) => Err(sorted(errors)),
+    }
+}
+
+/// Like [`parse_str`], but goes on past errors so that one run reports as many as it can:
+/// a failed `${VAR}` is replaced by nothing, and a key that cannot be deserialized (unknown,
+/// wrong type, bad value) is reported and then dropped, and deserialization starts again.
+///
+/// Returns the errors (sorted by position) and, when every error could be stepped over and no
+/// variable is missing, the value deserialized without the offending keys: good enough to look for *more* errors in
+/// later checks, never to run with. Errors that follow from an earlier one (anything else on
+/// the line of a failed `${VAR}`; a "missing field" in a mapping a key was dropped from) are not
+/// reported.
+pub fn parse_str_partial<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> (Option<T>, SourceMap, Vec<ConfigError>) {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let text = substitute_env_all(text, &lookup).map_err(|errors| {
-        let (first, others) = *errors;
-        let all = std::iter::once(first).chain(others);
-        let named = all.map(|e| ConfigError {
+    let (text, env_errors) = substitute_env_all(text, &lookup);
+    let env_lines: Vec<Option<usize>> = env_errors.iter().map(|e| e.line).collect();
+    let mut errors: Vec<ConfigError> = env_errors
+        .into_iter()
+        .map(|e| ConfigError {
             file: file.to_string(),
             ..e
-        });
-        sorted(named.collect())
-    })?;
-    let root = build_tree(file, &text)?;
+        })
+        .collect();
+    // Drop what only follows from an unset variable: the other errors on its line.
+    let push = |errors: &mut Vec<ConfigError>, error: ConfigError| {
+        if error.line.is_none() || !env_lines.contains(&error.line) {
+            errors.push(error);
+        }
+    };
     let mut map = SourceMap {
         file: file.to_string(),
         ..SourceMap::default()
     };
+    let mut root = match build_tree(file, &text) {
+        Ok(root) => root,
+        Err(tree_errors) => {
+            for error in tree_errors.0 {
+                push(&mut errors, error);
+            }
+            return (None, map, sorted(errors).0);
+        }
+    };
     map.record("", &root);
-    match serde_path_to_error::deserialize(NodeDe(&root)) {
-        Ok(value) => Ok((value, map)),
-        Err(error) => Err(ConfigErrors(vec![convert_error(error, &root, &map)])),
+    let mut dropped: Vec<String> = Vec::new();
+    let value = loop {
+        let error = match serde_path_to_error::deserialize(NodeDe(&root)) {
+            Ok(value) => break Some(value),
+            Err(error) => error,
+        };
+        let segments: Vec<Segment> = error.path().iter().cloned().collect();
+        let path = segment_path(&segments.iter().collect::<Vec<_>>());
+        let mut steps = steps_of(&segments);
+        match &error.inner().unknown {
+            // Most likely the key dropped from this mapping was this one, misspelt.
+            Some(Unknown::Missing) if dropped.iter().any(|d| parent_path(d) == path) => {
+                break None;
+            }
+            Some(Unknown::Field(field, _)) => {
+                let recorded =
+                    matches!(segments.last(), Some(Segment::Map { key }) if key == field);
+                if !recorded {
+                    if let Some(steps) = steps.as_mut() {
+                        steps.push(Step::Key(field.clone()));
+                    }
+                }
+            }
+            _ => {}
+        }
+        push(&mut errors, convert_error(error, &root, &map));
+        match steps.and_then(|steps| drop_deepest_key(&mut root, &steps)) {
+            Some(path) => dropped.push(path),
+            None => break None,
+        }
+    };
+    // A value with a variable missing is no basis for more checks: an empty `url:` would be
+    // reported as "no address" on another line.
+    let value = value.filter(|_| env_lines.is_empty());
+    (value, map, sorted(errors).0)
+}
+
+/// One step of a path into the tree.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The steps of a serde path; `None` when part of it is unknown.
+fn steps_of(segments: &[Segment]) -> Option<Vec<Step>> {
+    segments
+        .iter()
+        .map(|segment| match segment {
+            Segment::Seq { index } => Some(Step::Index(*index)),
+            Segment::Map { key } | Segment::Enum { variant: key } => Some(Step::Key(key.clone())),
+            Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// Remove the mapping entry named by the last key of `steps` (an error in a sequence item
+/// drops the whole sequence, so later items keep their indices); returns its path.
+fn drop_deepest_key(root: &mut Node, steps: &[Step]) -> Option<String> {
+    let last = steps.iter().rposition(|s| matches!(s, Step::Key(_)))?;
+    let mut node = root;
+    let mut path = String::new();
+    for step in &steps[..last] {
+        node = match (step, &mut node.kind) {
+            (Step::Index(i), NodeKind::Seq(items)) => {
+                let _ = write!(path, "[{i}]");
+                items.get_mut(*i)?
+            }
+            (Step::Key(key), NodeKind::Map(entries)) => {
+                path = join_key(&path, key);
+                &mut entries.iter_mut().find(|e| e.key.text == *key)?.value
+            }
+            _ => return None,
+        };
     }
+    let Step::Key(key) = &steps[last] else {
+        return None;
+    };
+    let NodeKind::Map(entries) = &mut node.kind else {
+        return None;
+    };
+    let index = entries.iter().position(|e| e.key.text == *key)?;
+    entries.remove(index);
+    Some(join_key(&path, key))
 }
 
 /// Reads `path` and loads it with [`parse_str`], taking variables from the process
@@ -1779,6 +1894,39 @@ mod tests {
         ];
         for (yaml, expect) in &cases {
             check(yaml, expect);
+        }
+    }
+
+    /// `expect`: every error, ` | `-separated, then `=> partial` when a value was still
+    /// produced for later checks, `=> none` otherwise.
+    fn check_partial(yaml: &str, expect: &str) {
+        let (value, _, errors) = parse_str_partial::<Config>("c.yaml", yaml, env);
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let got = format!(
+            "{} => {}",
+            errors.join(" | "),
+            if value.is_some() { "partial" } else { "none" }
+        );
+        assert_eq!(got, expect, "{yaml:?}");
+    }
+
+    #[test]
+    fn goes_on_past_errors_to_report_them_all() {
+        let cases = [
+            // every unknown key and bad value, not just the first; the rest still loads
+            ("server:\n  prot: 1\n  port: 2\n  max_body_bytes: x\nheders: {}\n", "c.yaml:2:3: server.prot: unknown field `prot` (did you mean `port`?) | c.yaml:4:19: server.max_body_bytes: invalid type: string \"x\", expected u64 | c.yaml:5:1: heders: unknown field `heders` (did you mean `headers`?) => partial"),
+            // a misspelt required key: its "missing field" is not reported again
+            ("server:\n  prot: 1\n", "c.yaml:2:3: server.prot: unknown field `prot` (did you mean `port`?) => none"),
+            // a genuinely missing field is reported
+            ("server:\n  host: h\n", "c.yaml:1:1: server: missing field `port` => none"),
+            // a bad item drops its whole list, so later items keep their indices
+            ("server: {port: 1}\nroutes:\n  - prefix: /a\n    methods: [get, pots]\n    backend: {type: http, url: u}\n", "c.yaml:4:20: routes[0].methods[1]: unknown variant `pots` (did you mean `post`?) => partial"),
+            // an unset variable: reported, nothing more on its line, no value to check further
+            ("server:\n  port: ${NOPE}\n  hots: x\n", "c.yaml:2:9: environment variable `NOPE` is not set (set it, or give a default with `${NAME:-default}`) | c.yaml:3:3: server.hots: unknown field `hots` (did you mean `host`?) => none"),
+            ("server: {port: 1}\n", " => partial"),
+        ];
+        for (yaml, expect) in cases {
+            check_partial(yaml, expect);
         }
     }
 

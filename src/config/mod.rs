@@ -417,54 +417,129 @@ pub struct Loaded {
     pub source: load::SourceMap,
 }
 
-/// Read, substitute `${VAR}`s, parse and validate a config file.
+/// A config checked as far as it goes: every error found, and what loaded when the errors
+/// leave enough to check further (the gRPC upstreams are intact), so start-up errors such as
+/// unknown methods can be reported in the same run ([`crate::gateway::Gateway::start_checked`]).
+#[derive(Debug)]
+pub struct Checked {
+    pub loaded: Option<Loaded>,
+    /// Located and sorted by position.
+    pub errors: Vec<load::ConfigError>,
+}
+
+impl Checked {
+    /// The loaded config if there is no error; every error otherwise.
+    pub fn into_result(self) -> Result<Loaded, load::ConfigErrors> {
+        match self.loaded {
+            Some(loaded) if self.errors.is_empty() => Ok(loaded),
+            _ => Err(load::ConfigErrors(self.errors)),
+        }
+    }
+}
+
+/// Read, substitute `${VAR}`s (from the process environment), parse and validate a file.
 pub fn load_file(path: &std::path::Path) -> Result<Loaded, load::ConfigErrors> {
+    check_file(path).into_result()
+}
+
+/// [`load_file`] going as far as it can; see [`Checked`].
+pub fn check_file(path: &std::path::Path) -> Checked {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        load::ConfigErrors(vec![load::ConfigError {
-            file: file.clone(),
-            line: None,
-            column: None,
-            path: String::new(),
-            message: format!("cannot read the file: {e}"),
-            hint: None,
-        }])
-    })?;
-    let (config, source): (Config, load::SourceMap) =
-        load::parse_str(&file, &text, |name| std::env::var(name).ok())?;
-    let base_dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let validated = validate::validate(&config, &source, base_dir)?;
-    Ok(Loaded { validated, source })
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let base_dir = path.parent().unwrap_or(std::path::Path::new("."));
+            check_str(&file, &text, base_dir, |name| std::env::var(name).ok())
+        }
+        Err(e) => Checked {
+            loaded: None,
+            errors: vec![load::ConfigError {
+                file,
+                line: None,
+                column: None,
+                path: String::new(),
+                message: format!("cannot read the file: {e}"),
+                hint: None,
+            }],
+        },
+    }
+}
+
+/// Load config `text` as if read from `file`: variables come from `lookup`, relative
+/// descriptor paths are resolved against `base_dir`.
+pub fn load_str(
+    file: &str,
+    text: &str,
+    base_dir: &std::path::Path,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Loaded, load::ConfigErrors> {
+    check_str(file, text, base_dir, lookup).into_result()
+}
+
+/// [`load_str`] going as far as it can; see [`Checked`].
+pub fn check_str(
+    file: &str,
+    text: &str,
+    base_dir: &std::path::Path,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Checked {
+    let (config, source, mut errors) = load::parse_str_partial::<Config>(file, text, lookup);
+    let Some(config) = config else {
+        return Checked {
+            loaded: None,
+            errors,
+        };
+    };
+    let (validated, more) = validate::validate_all(&config, &source, base_dir);
+    errors.extend(more);
+    errors.sort_by_key(|e| (e.line.unwrap_or(0), e.column.unwrap_or(0)));
+    // With a broken upstream, every route to its methods would be reported as well.
+    let grpc_intact = !errors
+        .iter()
+        .any(|e| e.path == "grpc" || e.path.starts_with("grpc["));
+    Checked {
+        loaded: grpc_intact.then_some(Loaded { validated, source }),
+        errors,
+    }
 }
 
 /// Validate a config built in code (quick mode, the demo); errors name keys, not lines.
 pub fn load_config(config: &Config, origin: &str) -> Result<Loaded, load::ConfigErrors> {
+    check_config(config, origin).into_result()
+}
+
+/// [`load_config`] going as far as it can; see [`Checked`].
+pub fn check_config(config: &Config, origin: &str) -> Checked {
     let source = load::SourceMap::empty(origin);
-    let validated = validate::validate(config, &source, std::path::Path::new("."))?;
-    Ok(Loaded { validated, source })
+    // Relative paths stay relative to the working directory, and read as the user wrote them.
+    let (validated, errors) = validate::validate_all(config, &source, std::path::Path::new(""));
+    let grpc_intact = !errors.iter().any(|e| e.path.starts_with("grpc["));
+    Checked {
+        loaded: grpc_intact.then_some(Loaded { validated, source }),
+        errors,
+    }
 }
 
 impl Loaded {
     /// Locate start-up errors (unknown methods, bad bindings...) at their config keys.
     pub fn locate(&self, error: &crate::gateway::StartError) -> load::ConfigErrors {
         use crate::gateway::StartError;
+        let located = |at: &Option<String>, message: &str, hint: &Option<String>| {
+            let mut e = self.source.error(at.as_deref().unwrap_or(""), message);
+            if at.is_none() {
+                // Not the fault of one key: no line to point at.
+                (e.line, e.column) = (None, None);
+            }
+            e.hint = hint.clone();
+            e
+        };
         let errors = match error {
             StartError::Descriptors(errors) => errors
                 .iter()
-                .map(|e| self.source.error("", e.clone()))
+                .map(|e| located(&e.at, &e.message, &e.hint))
                 .collect(),
             StartError::Routes(errors) => errors
                 .iter()
-                .map(|e| match &e.hint {
-                    Some(hint) => self.source.error_with_hint(
-                        e.at.as_deref().unwrap_or(""),
-                        e.message.clone(),
-                        hint.clone(),
-                    ),
-                    None => self
-                        .source
-                        .error(e.at.as_deref().unwrap_or(""), e.message.clone()),
-                })
+                .map(|e| located(&e.at, &e.message, &e.hint))
                 .collect(),
         };
         load::ConfigErrors(errors)

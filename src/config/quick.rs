@@ -14,11 +14,25 @@ pub fn config(
     http: &[String],
     listen: Option<&str>,
 ) -> Result<Config, String> {
+    if !descriptors.is_empty() && grpc.is_empty() {
+        return Err(
+            "--descriptors describes a --grpc upstream: add --grpc URL for the backend that serves it"
+                .into(),
+        );
+    }
     if grpc.is_empty() && http.is_empty() {
         return Err(
             "nothing to serve: pass --config FILE, or at least one --grpc URL or --http PREFIX=URL"
                 .into(),
         );
+    }
+    if let Some(missing) = descriptors
+        .iter()
+        .find(|f| !std::path::Path::new(f).is_file())
+    {
+        return Err(format!(
+            "--descriptors {missing}: no such file (build one with `protoc --include_imports --descriptor_set_out=FILE`)"
+        ));
     }
     if !descriptors.is_empty() && grpc.len() > 1 && descriptors.len() != grpc.len() {
         return Err(format!(

@@ -72,6 +72,8 @@ pub struct RouteRule {
     /// `package.Service/Method`.
     pub method: String,
     pub pattern: Option<(String, PathTemplate)>,
+    /// Config key of the pattern (`routes[3].get`, `routes[3].custom.path`).
+    pub pattern_at: String,
     pub body: Option<String>,
     pub response_body: Option<String>,
     pub timeout: Option<Duration>,
@@ -135,7 +137,11 @@ impl Check<'_> {
                 None
             }
             Err(e) => {
-                self.fail(path, format!("invalid URL {text:?}: {e}"));
+                self.fail_hint(
+                    path,
+                    format!("invalid URL {text:?}: {e}"),
+                    "write e.g. http://127.0.0.1:50051",
+                );
                 None
             }
         }
@@ -148,6 +154,21 @@ pub fn validate(
     source: &SourceMap,
     base_dir: &Path,
 ) -> Result<Validated, ConfigErrors> {
+    let (validated, errors) = validate_all(config, source, base_dir);
+    if errors.is_empty() {
+        Ok(validated)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Like [`validate`], but always returns what validated (failing entries left out, failing
+/// settings at their defaults) beside every error, so later checks can look for more errors.
+pub fn validate_all(
+    config: &Config,
+    source: &SourceMap,
+    base_dir: &Path,
+) -> (Validated, Vec<ConfigError>) {
     let mut check = Check {
         source,
         errors: Vec::new(),
@@ -183,17 +204,20 @@ pub fn validate(
     }
     let shutdown_grace = check.duration("shutdown_grace", &config.shutdown_grace);
 
-    let mut names = std::collections::HashSet::new();
+    let mut names = std::collections::HashMap::new();
     let mut grpc = Vec::new();
     for (i, g) in config.grpc.iter().enumerate() {
         let at = format!("grpc[{i}]");
         if g.name.trim().is_empty() {
             check.fail(&format!("{at}.name"), "must not be empty");
-        } else if !names.insert(g.name.clone()) {
-            check.fail(
+        } else if let Some(first) = names.get(&g.name) {
+            check.fail_hint(
                 &format!("{at}.name"),
-                format!("another upstream is already named {:?}", g.name),
+                format!("grpc[{first}] is already named {:?}", g.name),
+                "give every upstream its own name",
             );
+        } else {
+            names.insert(g.name.clone(), i);
         }
         let mut urls = Vec::new();
         match (&g.url, g.urls.is_empty()) {
@@ -222,9 +246,12 @@ pub fn validate(
             for (j, file) in g.descriptors.iter().enumerate() {
                 let path = base_dir.join(file);
                 if !path.is_file() {
-                    check.fail(
+                    check.fail_hint(
                         &format!("{at}.descriptors[{j}]"),
                         format!("descriptor set {} does not exist", path.display()),
+                        "paths are relative to the config file; build the file with \
+                         `protoc --include_imports --descriptor_set_out=FILE`, or drop \
+                         `descriptors` to use server reflection",
                     );
                 }
                 files.push(path);
@@ -248,9 +275,12 @@ pub fn validate(
     }
 
     let mut http = Vec::new();
+    // (prefix, host, index in the file) of every route whose prefix is valid.
+    let mut seen: Vec<(String, Option<String>, usize)> = Vec::new();
     for (i, h) in config.http.iter().enumerate() {
         let at = format!("http[{i}]");
         let name = h.name.clone().unwrap_or_else(|| format!("http[{i}]"));
+        let host = h.host.as_ref().map(|host| host.to_ascii_lowercase());
         let prefix = match normalize_prefix(&h.prefix) {
             Ok(p) => p,
             Err(e) => {
@@ -258,6 +288,15 @@ pub fn validate(
                 continue;
             }
         };
+        if let Some((_, _, j)) = seen.iter().find(|(p, h, _)| *p == prefix && *h == host) {
+            check.fail_hint(
+                &format!("{at}.prefix"),
+                format!("prefix {prefix:?} is already routed by http[{j}]"),
+                "give each route its own prefix (or host), or remove one",
+            );
+        } else {
+            seen.push((prefix.clone(), host.clone(), i));
+        }
         let timeout = h
             .timeout
             .as_ref()
@@ -268,22 +307,11 @@ pub fn validate(
         match HttpUpstream::new(&name, &url, h.preserve_host, timeout) {
             Ok(upstream) => http.push(HttpRoute {
                 prefix,
-                host: h.host.as_ref().map(|host| host.to_ascii_lowercase()),
+                host,
                 strip_prefix: h.strip_prefix,
                 upstream,
             }),
             Err(e) => check.fail(&format!("{at}.url"), e),
-        }
-    }
-    for (i, a) in http.iter().enumerate() {
-        if let Some(j) = http[..i]
-            .iter()
-            .position(|b| b.prefix == a.prefix && b.host == a.host)
-        {
-            check.fail(
-                &format!("http[{i}].prefix"),
-                format!("prefix {:?} is already routed by http[{j}]", a.prefix),
-            );
         }
     }
 
@@ -328,14 +356,8 @@ pub fn validate(
         }
     }
 
-    if !check.errors.is_empty() {
-        return Err(ConfigErrors(check.errors));
-    }
-    let (Some(listen), Some(shutdown_grace)) = (listen, shutdown_grace) else {
-        return Err(ConfigErrors(check.errors));
-    };
     let settings = Settings {
-        listen,
+        listen: listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
         max_body_bytes: config.limits.max_body_bytes,
         json: JsonOptions {
             use_proto_names: t.use_proto_names,
@@ -357,16 +379,17 @@ pub fn validate(
         },
         auto_mapping: t.auto_mapping,
         forward_headers,
-        shutdown_grace,
+        shutdown_grace: shutdown_grace.unwrap_or(Duration::from_secs(10)),
     };
-    Ok(Validated {
+    let validated = Validated {
         settings,
         grpc,
         http,
         routes,
         graphql: config.graphql.clone(),
         graphql_sdl,
-    })
+    };
+    (validated, check.errors)
 }
 
 fn route_rule(check: &mut Check<'_>, r: &RouteConfig, at: &str) -> Option<RouteRule> {
@@ -398,6 +421,7 @@ fn route_rule(check: &mut Check<'_>, r: &RouteConfig, at: &str) -> Option<RouteR
         return None;
     }
     let mut pattern = None;
+    let mut pattern_at = at.to_string();
     if let Some((verb, path)) = patterns.into_iter().next() {
         let verb = match (&r.custom, verb) {
             (Some(custom), "") => {
@@ -418,6 +442,7 @@ fn route_rule(check: &mut Check<'_>, r: &RouteConfig, at: &str) -> Option<RouteR
         } else {
             format!("{at}.{}", verb.to_ascii_lowercase())
         };
+        pattern_at.clone_from(&key);
         match PathTemplate::parse(&path) {
             Ok(template) => pattern = Some((verb, template)),
             Err(e) => {
@@ -454,6 +479,7 @@ fn route_rule(check: &mut Check<'_>, r: &RouteConfig, at: &str) -> Option<RouteR
     Some(RouteRule {
         method: method?,
         pattern,
+        pattern_at,
         body: r.body.clone(),
         response_body: r.response_body.clone(),
         timeout,

@@ -49,16 +49,56 @@ fn is_infrastructure(service: &str) -> bool {
     service.starts_with("grpc.reflection.") || service.starts_with("grpc.health.")
 }
 
+/// Why a backend's API could not be learnt, located at the config key to fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchError {
+    /// Config key path (`grpc[0].descriptors[1]`), when one is to blame.
+    pub at: Option<String>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(at) = &self.at {
+            write!(f, "{at}: ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
+impl FetchError {
+    fn at(at: String, message: String) -> FetchError {
+        FetchError {
+            at: Some(at),
+            message,
+            hint: None,
+        }
+    }
+}
+
 /// Learn a backend's API from its configured source.
-pub async fn fetch(backend: &GrpcBackend, upstream: &GrpcUpstream) -> Result<BackendApi, String> {
+pub async fn fetch(
+    backend: &GrpcBackend,
+    upstream: &GrpcUpstream,
+) -> Result<BackendApi, FetchError> {
     let (mut services, files) = match &backend.source {
         DescriptorSource::Files(paths) => {
             let mut files = Vec::new();
             let mut services = Vec::new();
-            for path in paths {
-                for encoded in read_set(path)? {
-                    let file = FileDescriptorProto::decode(encoded.as_slice())
-                        .map_err(|e| format!("{}: invalid file descriptor: {e}", path.display()))?;
+            for (i, path) in paths.iter().enumerate() {
+                let at = || format!("{}.descriptors[{i}]", backend.at);
+                for encoded in read_set(path).map_err(|e| FetchError::at(at(), e))? {
+                    let file = FileDescriptorProto::decode(encoded.as_slice()).map_err(|e| {
+                        FetchError::at(
+                            at(),
+                            format!("{}: invalid file descriptor: {e}", path.display()),
+                        )
+                    })?;
                     let package = file.package();
                     services.extend(
                         file.service
@@ -74,7 +114,15 @@ pub async fn fetch(backend: &GrpcBackend, upstream: &GrpcUpstream) -> Result<Bac
         DescriptorSource::Reflection { .. } => {
             let discovered = reflection::discover(upstream.channel(), Duration::from_secs(10))
                 .await
-                .map_err(|e| format!("server reflection on {}: {e}", backend.name))?;
+                .map_err(|e| FetchError {
+                    at: Some(format!("{}.url", backend.at)),
+                    message: format!("server reflection on {}: {e}", backend.name),
+                    hint: Some(
+                        "is the backend up and serving grpc.reflection.v1 (or v1alpha)? \
+                         Otherwise list its descriptor files under `descriptors`"
+                            .into(),
+                    ),
+                })?;
             let names = discovered.files.iter().map(|f| f.name().to_string());
             (
                 discovered.services,
@@ -83,13 +131,21 @@ pub async fn fetch(backend: &GrpcBackend, upstream: &GrpcUpstream) -> Result<Bac
         }
     };
     if !backend.services.is_empty() {
-        for wanted in &backend.services {
+        for (i, wanted) in backend.services.iter().enumerate() {
             if !services.contains(wanted) {
-                return Err(format!(
-                    "{}: service {wanted:?} is not served (found: {})",
-                    backend.name,
-                    services.join(", ")
-                ));
+                let hint = match crate::config::load::did_you_mean(
+                    wanted,
+                    services.iter().map(String::as_str),
+                ) {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None if services.is_empty() => "it serves no services".to_string(),
+                    None => format!("it serves: {}", services.join(", ")),
+                };
+                return Err(FetchError {
+                    at: Some(format!("{}.services[{i}]", backend.at)),
+                    message: format!("service {wanted:?} is not served by {}", backend.name),
+                    hint: Some(hint),
+                });
             }
         }
         services.retain(|s| backend.services.contains(s));

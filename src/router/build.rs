@@ -52,9 +52,40 @@ struct Rule {
     template: String,
     body: String,
     response_body: String,
+    /// `package.Service/Method`.
+    method: String,
     /// Where it came from, for messages.
     origin: String,
+    /// The config route it comes from (`routes[3]`) and the key of its pattern.
     at: Option<String>,
+    pattern_at: Option<String>,
+}
+
+/// The part of a rule a problem is in.
+enum Part {
+    Pattern,
+    Body,
+    ResponseBody,
+}
+
+impl Rule {
+    /// The config key to blame for a problem in `part`.
+    fn key(&self, part: &Part) -> Option<String> {
+        let at = self.at.as_deref()?;
+        Some(match part {
+            Part::Pattern => self.pattern_at.clone().unwrap_or_else(|| at.to_string()),
+            Part::Body => format!("{at}.body"),
+            Part::ResponseBody => format!("{at}.response_body"),
+        })
+    }
+
+    /// How messages name the rule: its config route, or its origin.
+    fn describe(&self) -> String {
+        match &self.at {
+            Some(at) => format!("{at} ({})", self.method),
+            None => self.origin.clone(),
+        }
+    }
 }
 
 pub fn build(
@@ -133,26 +164,33 @@ pub fn build(
     }
 
     let mut builder = MatcherBuilder::new();
+    // (HTTP method, canonical template) -> the rule that took it, to name both in conflicts.
+    let mut taken: HashMap<(String, String), String> = HashMap::new();
     let mut listing = Vec::new();
     let http_ext = pool.get_extension_by_name("google.api.http");
-    for name in &order {
+    // Rules in three stages: the descriptors' own bindings, then the config's, then the
+    // auto-mapping, so a conflict is blamed on the config route that caused it (with its
+    // line), never on an annotation. The listing stays grouped by method.
+    let mut staged: Vec<(usize, usize, Rule)> = Vec::new();
+    for (index, name) in order.iter().enumerate() {
         let method = &methods[name];
-        let mut rules = Vec::new();
         if let Some(ext) = &http_ext {
             let options = method.descriptor.options();
             if options.has_extension(ext) {
                 if let Value::Message(rule) = options.get_extension(ext).as_ref() {
+                    let mut rules = Vec::new();
                     flatten_rule(rule, name, &mut rules, true);
+                    staged.extend(rules.into_iter().map(|r| (0, index, r)));
                 }
             }
         }
         for rule in config.routes.iter().filter(|r| &r.method == name) {
             if let Some(rule) = config_rule(rule) {
-                rules.push(rule);
+                staged.push((1, index, rule));
             }
         }
         if config.settings.auto_mapping {
-            rules.push(Rule {
+            let rule = Rule {
                 http_method: "POST".into(),
                 template: format!(
                     "/{}/{}",
@@ -161,30 +199,62 @@ pub fn build(
                 ),
                 body: "*".into(),
                 response_body: String::new(),
+                method: name.clone(),
                 origin: format!("{name} (auto-mapping)"),
                 at: None,
-            });
-        }
-        for rule in rules {
-            match compile(method, &rule) {
-                Ok((template, binding)) => {
-                    listing.push(RouteLine {
-                        method: binding.http_method.clone(),
-                        path: binding.template.clone(),
-                        target: format!("grpc {name}"),
-                    });
-                    let http_method = binding.http_method.clone();
-                    if let Err(dup) = builder.insert(&http_method, template, binding) {
-                        errors.push(error(rule.at.as_deref(), format!("{}: {dup}", rule.origin)));
-                    }
-                }
-                Err(message) => errors.push(error(
-                    rule.at.as_deref(),
-                    format!("{}: {message}", rule.origin),
-                )),
-            }
+                pattern_at: None,
+            };
+            staged.push((2, index, rule));
         }
     }
+    // (position as pushed, i.e. grouped by method; stage; method; rule), by stage.
+    let mut staged: Vec<(usize, usize, usize, Rule)> = staged
+        .into_iter()
+        .enumerate()
+        .map(|(position, (stage, index, rule))| (position, stage, index, rule))
+        .collect();
+    staged.sort_by_key(|(_, stage, _, _)| *stage);
+    let mut listed: Vec<(usize, RouteLine)> = Vec::new();
+    for (position, _, index, rule) in staged {
+        let name = &order[index];
+        let method = &methods[name];
+        match compile(method, &rule) {
+            Ok((template, binding)) => {
+                let http_method = binding.http_method.clone();
+                let key = (http_method.clone(), template.canonical());
+                let line = RouteLine {
+                    method: http_method.clone(),
+                    path: binding.template.clone(),
+                    target: format!("grpc {name}"),
+                };
+                match builder.insert(&http_method, template, binding) {
+                    Ok(()) => {
+                        listed.push((position, line));
+                        taken.insert(key, rule.describe());
+                    }
+                    Err(dup) => errors.push(BuildError {
+                        at: rule.key(&Part::Pattern),
+                        message: format!(
+                            "{} {:?} of {} matches the same paths as {} {:?} of {}",
+                            dup.method,
+                            dup.new,
+                            rule.describe(),
+                            dup.method,
+                            dup.existing,
+                            taken.get(&key).map_or("another binding", String::as_str),
+                        ),
+                        hint: Some("change one of the two templates, or remove one".into()),
+                    }),
+                }
+            }
+            Err((part, message)) => errors.push(error(
+                rule.key(&part).as_deref(),
+                format!("{}: {message}", rule.origin),
+            )),
+        }
+    }
+    listed.sort_by_key(|(position, _)| *position);
+    listing.extend(listed.into_iter().map(|(_, line)| line));
 
     let mut http = config.http.clone();
     sort_http(&mut http);
@@ -266,8 +336,10 @@ fn flatten_rule(rule: &DynamicMessage, method: &str, out: &mut Vec<Rule>, top: b
             template,
             body: text("body"),
             response_body: text("response_body"),
+            method: method.to_string(),
             origin: format!("{method} (google.api.http)"),
             at: None,
+            pattern_at: None,
         });
     }
     if top {
@@ -288,17 +360,26 @@ fn config_rule(rule: &RouteRule) -> Option<Rule> {
         template: template.as_str().to_string(),
         body: rule.body.clone().unwrap_or_default(),
         response_body: rule.response_body.clone().unwrap_or_default(),
+        method: rule.method.clone(),
         origin: format!("{} (config)", rule.method),
         at: Some(rule.at.clone()),
+        pattern_at: Some(rule.pattern_at.clone()),
     })
 }
 
-fn compile(method: &Arc<GrpcMethod>, rule: &Rule) -> Result<(PathTemplate, Binding), String> {
+fn compile(
+    method: &Arc<GrpcMethod>,
+    rule: &Rule,
+) -> Result<(PathTemplate, Binding), (Part, String)> {
     if rule.http_method.is_empty() || http::Method::from_bytes(rule.http_method.as_bytes()).is_err()
     {
-        return Err(format!("{:?} is not an HTTP method", rule.http_method));
+        return Err((
+            Part::Pattern,
+            format!("{:?} is not an HTTP method", rule.http_method),
+        ));
     }
-    let template = PathTemplate::parse(&rule.template).map_err(|e| e.to_string())?;
+    let template =
+        PathTemplate::parse(&rule.template).map_err(|e| (Part::Pattern, e.to_string()))?;
     let input = method.descriptor.input();
     let path_fields = template
         .variables()
@@ -321,25 +402,28 @@ fn compile(method: &Arc<GrpcMethod>, rule: &Rule) -> Result<(PathTemplate, Bindi
             }
             Ok(path)
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| (Part::Pattern, e))?;
     let body = match rule.body.as_str() {
         "" => BodyBinding::None,
         "*" => BodyBinding::Whole,
         field => BodyBinding::Field(
-            FieldPath::resolve(&input, field).map_err(|e| format!("body {field:?}: {e}"))?,
+            FieldPath::resolve(&input, field)
+                .map_err(|e| (Part::Body, format!("body {field:?}: {e}")))?,
         ),
     };
     let response_body = match rule.response_body.as_str() {
         "" => None,
         field => Some(
             FieldPath::resolve(&method.descriptor.output(), field)
-                .map_err(|e| format!("response_body {field:?}: {e}"))?,
+                .map_err(|e| (Part::ResponseBody, format!("response_body {field:?}: {e}")))?,
         ),
     };
     if method.descriptor.is_client_streaming() && !matches!(body, BodyBinding::Whole) {
-        return Err(
+        return Err((
+            Part::Body,
             "a client-streaming method needs body: \"*\" (one JSON message per line)".into(),
-        );
+        ));
     }
     let binding = Binding {
         method: method.clone(),

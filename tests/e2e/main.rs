@@ -4,6 +4,9 @@
 
 mod support;
 
+mod cli;
+mod config;
+mod descriptors;
 mod failures;
 mod graphql;
 mod proxy;

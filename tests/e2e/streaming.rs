@@ -3,7 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{demo, demo_with, eventually, get, open_stream, post_json, send, Demo, Streamed};
+use crate::support::{
+    demo, demo_with, eventually, get, open_stream, post_json, send, Demo, Streamed,
+};
 
 fn parse(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line:?}"))

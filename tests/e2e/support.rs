@@ -330,7 +330,6 @@ pub fn http_only(routes: Vec<config::HttpRouteConfig>) -> Config {
     }
 }
 
-
 /// The example backends plus a gateway configured like `omnigate demo`, after `edit` changed
 /// the config (flip transcoding options, add routes...).
 pub async fn demo_with(edit: impl FnOnce(&mut Config)) -> Demo {
@@ -434,4 +433,428 @@ pub async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     condition()
+}
+
+/// Like [`send`], but a connection failure is an `Err` instead of a panic (for polling a
+/// server that may not be up yet).
+pub async fn try_send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Reply, String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut builder = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder
+        .body(Full::new(body.into()))
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(20), client.request(request))
+        .await
+        .map_err(|_| "no response within 20s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// Send one request and read only the status, headers and first body chunk: for endless
+/// streams (`curl -N`).
+pub async fn send_first_chunk(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut builder = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder.body(Full::new(body.into())).expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(20), client.request(request))
+        .await
+        .expect("response within 20s")
+        .expect("response");
+    let (parts, mut body) = response.into_parts();
+    let mut first = Bytes::new();
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(20), body.frame())
+        .await
+        .expect("a body chunk within 20s")
+    {
+        if let Ok(data) = frame.expect("body frame").into_data() {
+            if !data.is_empty() {
+                first = data;
+                break;
+            }
+        }
+    }
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: first,
+    }
+}
+
+/// The crate root: `examples/` and `descriptors/` are found from here.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port that was free a moment ago (bind :0, read, drop). Callers retry if it got taken.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("omnigate-e2e-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    /// Write `text` to `name` in this directory; returns its path.
+    pub fn file(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One `curl` command from documentation (an example's header, the demo banner), as the
+/// request real curl would send. Parsed like a POSIX shell word list; an unquoted shell
+/// metacharacter (`&`, `;`, `|`...) is refused, since pasted into a shell it would not do
+/// what the line says.
+#[derive(Clone, Debug)]
+pub struct Curl {
+    pub line: String,
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    /// `-N`: an endless stream; read the first chunk only.
+    pub streaming: bool,
+    /// The shell comment after the command, if any (`# 404 with a ... body`).
+    pub comment: String,
+}
+
+impl Curl {
+    /// The status the line promises: a number opening its comment, else any 2xx.
+    pub fn expects(&self, status: u16) -> bool {
+        let promised = self
+            .comment
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse::<u16>().ok());
+        match promised {
+            Some(code) => status == code,
+            None => (200..300).contains(&status),
+        }
+    }
+
+    /// Send it, with `from` (e.g. `http://127.0.0.1:8080`) in the URL replaced by `to`.
+    pub async fn send(&self, from: &str, to: &str) -> Reply {
+        let url = self.url.replacen(from, to, 1);
+        let mut headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let has_type = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if self.body.is_some() && !has_type {
+            // What curl sends with -d unless told otherwise.
+            headers.push(("content-type", "application/x-www-form-urlencoded"));
+        }
+        let body = Bytes::from(self.body.clone().unwrap_or_default());
+        if self.streaming {
+            send_first_chunk(&self.method, &url, &headers, body).await
+        } else {
+            send(&self.method, &url, &headers, body).await
+        }
+    }
+}
+
+/// Every `curl ...` command in `text`, also inside `#` comment lines.
+pub fn curl_lines(text: &str) -> Vec<Curl> {
+    text.lines()
+        .map(|l| l.trim_start().trim_start_matches('#').trim())
+        .filter(|l| l.starts_with("curl "))
+        .map(parse_curl)
+        .collect()
+}
+
+fn parse_curl(line: &str) -> Curl {
+    let (words, comment) = shell_words(line);
+    let mut curl = Curl {
+        line: line.to_string(),
+        method: String::new(),
+        url: String::new(),
+        headers: Vec::new(),
+        body: None,
+        streaming: false,
+        comment,
+    };
+    let mut args = words.into_iter().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| panic!("{arg} needs a value in: {line}"))
+        };
+        match arg.as_str() {
+            "-X" | "--request" => curl.method = value(),
+            "-H" | "--header" => {
+                let header = value();
+                let (k, v) = header
+                    .split_once(':')
+                    .unwrap_or_else(|| panic!("bad header {header:?} in: {line}"));
+                curl.headers
+                    .push((k.trim().to_string(), v.trim().to_string()));
+            }
+            "-d" | "--data" | "--data-raw" | "--data-binary" => curl.body = Some(value()),
+            "-N" | "--no-buffer" => curl.streaming = true,
+            "-s" | "-S" | "-sS" | "-i" | "-v" | "--silent" | "--fail" | "-f" => {}
+            other if other.starts_with('-') => panic!("unsupported curl option {other} in: {line}"),
+            _ => {
+                assert!(curl.url.is_empty(), "two URLs in: {line}");
+                curl.url = arg;
+            }
+        }
+    }
+    assert!(curl.url.starts_with("http://"), "no http:// URL in: {line}");
+    if curl.method.is_empty() {
+        curl.method = if curl.body.is_some() { "POST" } else { "GET" }.to_string();
+    }
+    curl
+}
+
+/// POSIX-shell word splitting for one line: '...', "..." (with \" \\ \$ escapes), \x outside
+/// quotes and a trailing `# comment`. Panics on unquoted metacharacters and open quotes.
+fn shell_words(line: &str) -> (Vec<String>, String) {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' => {
+                words.extend(word.take());
+            }
+            '#' if word.is_none() => {
+                let comment: String = chars.collect();
+                return (words, comment.trim().to_string());
+            }
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => panic!("unterminated ' in: {line}"),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => w.push(c),
+                            Some(c) => {
+                                w.push('\\');
+                                w.push(c);
+                            }
+                            None => panic!("unterminated \" in: {line}"),
+                        },
+                        Some(c @ ('$' | '`')) => panic!("unescaped {c} inside \"...\" in: {line}"),
+                        Some(c) => w.push(c),
+                        None => panic!("unterminated \" in: {line}"),
+                    }
+                }
+            }
+            '\\' => {
+                let c = chars
+                    .next()
+                    .unwrap_or_else(|| panic!("trailing \\ in: {line}"));
+                word.get_or_insert_with(String::new).push(c);
+            }
+            '&' | ';' | '|' | '<' | '>' | '(' | ')' | '$' | '`' | '*' | '?' | '[' => {
+                panic!("unquoted shell metacharacter {c:?} in: {line} (quote the URL)")
+            }
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    (words, String::new())
+}
+
+/// A tonic server with a chosen set of the example services, and server reflection knowing
+/// only those (or no reflection at all): a backend whose API can change between deploys.
+pub struct FakeGrpc {
+    library: Option<demo::LibraryBackend>,
+    authors: Option<demo::AuthorsBackend>,
+    reflection: bool,
+}
+
+/// A running [`FakeGrpc`]; stops when dropped.
+pub struct RunningGrpc {
+    pub addr: SocketAddr,
+    pub library: Option<demo::LibraryBackend>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl FakeGrpc {
+    /// Serves `library.v1.Library` only.
+    pub fn library() -> FakeGrpc {
+        FakeGrpc::library_with(demo::LibraryBackend::new())
+    }
+
+    pub fn library_with(backend: demo::LibraryBackend) -> FakeGrpc {
+        FakeGrpc {
+            library: Some(backend),
+            authors: None,
+            reflection: true,
+        }
+    }
+
+    /// Serves nothing but reflection (a backend before its first feature ships).
+    pub fn nothing() -> FakeGrpc {
+        FakeGrpc {
+            library: None,
+            authors: None,
+            reflection: true,
+        }
+    }
+
+    /// Serves `authors.v1.Authors` only.
+    pub fn authors_only() -> FakeGrpc {
+        FakeGrpc {
+            library: None,
+            authors: Some(demo::AuthorsBackend::new()),
+            reflection: true,
+        }
+    }
+
+    /// Also serves `authors.v1.Authors`.
+    pub fn and_authors(mut self) -> FakeGrpc {
+        self.authors = Some(demo::AuthorsBackend::new());
+        self
+    }
+
+    /// No server reflection: only descriptor files can describe it.
+    pub fn without_reflection(mut self) -> FakeGrpc {
+        self.reflection = false;
+        self
+    }
+
+    pub async fn spawn(self) -> RunningGrpc {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        self.serve(listener)
+    }
+
+    /// On a given address (a backend "redeploying" on its port); retries while the old
+    /// socket lets go.
+    pub async fn spawn_at(self, addr: SocketAddr) -> RunningGrpc {
+        let mut attempt = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(_) if attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot bind {addr} again: {e}"),
+            }
+        };
+        self.serve(listener)
+    }
+
+    fn serve(self, listener: tokio::net::TcpListener) -> RunningGrpc {
+        let addr = listener.local_addr().expect("addr");
+        let reflection = self.reflection.then(|| {
+            let mut builder = tonic_reflection::server::Builder::configure();
+            if self.library.is_some() {
+                builder =
+                    builder.register_encoded_file_descriptor_set(demo::LIBRARY_DESCRIPTOR_SET);
+            }
+            if self.authors.is_some() {
+                builder =
+                    builder.register_encoded_file_descriptor_set(demo::AUTHORS_DESCRIPTOR_SET);
+            }
+            builder.build_v1().expect("reflection service")
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = tonic::transport::Server::builder()
+            .add_optional_service(self.library.clone().map(demo::LibraryBackend::into_service))
+            .add_optional_service(self.authors.map(demo::AuthorsBackend::into_service))
+            .add_optional_service(reflection);
+        let task = tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let _ = router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        RunningGrpc {
+            addr,
+            library: self.library,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+}
+
+impl RunningGrpc {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop serving and release the port.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+impl Drop for RunningGrpc {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
 }

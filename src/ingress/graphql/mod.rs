@@ -55,7 +55,8 @@ impl GraphqlSettings {
     /// HTTP-backed root field): a schema needs at least one Query field.
     pub fn from_config(config: &Validated) -> Option<GraphqlSettings> {
         let g = &config.graphql;
-        if !g.enabled || (config.grpc.is_empty() && !g.http_fields.iter().any(|f| f.on == "Query")) {
+        if !g.enabled || (config.grpc.is_empty() && !g.http_fields.iter().any(|f| f.on == "Query"))
+        {
             return None;
         }
         let methods = |list: &[String]| list.iter().filter_map(|m| normalize_method(m)).collect();

@@ -466,8 +466,10 @@ pub(crate) fn build(
     if !has_query {
         // GraphQL needs a Query field even when every method writes.
         query = query.field(
-            Field::new("ok", TypeRef::named_nn("Boolean"), |_| FieldFuture::from_value(Some(Value::Boolean(true))))
-                .description("Always true: these services have no read methods; see Mutation."),
+            Field::new("ok", TypeRef::named_nn("Boolean"), |_| {
+                FieldFuture::from_value(Some(Value::Boolean(true)))
+            })
+            .description("Always true: these services have no read methods; see Mutation."),
         );
     }
 
