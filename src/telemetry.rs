@@ -1,4 +1,9 @@
 //! Logging setup. `RUST_LOG` overrides the default level (`info`).
+//!
+//! Logs go to stderr, so stdout holds only what a command prints (the demo banner, `routes`,
+//! `schema`); colours only when stderr is a terminal.
+
+use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
 
@@ -7,5 +12,7 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

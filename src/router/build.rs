@@ -128,7 +128,13 @@ pub fn build(
                     name: name.clone(),
                     descriptor: method.clone(),
                     upstream: upstream.clone(),
-                    timeout: rule.and_then(|r| r.timeout).or(backend.timeout),
+                    // A backend-wide timeout bounds calls, not long-lived streams (a watch
+                    // would be cut every `timeout`); an explicit route timeout still applies.
+                    timeout: rule.and_then(|r| r.timeout).or_else(|| {
+                        (!method.is_server_streaming() && !method.is_client_streaming())
+                            .then_some(backend.timeout)
+                            .flatten()
+                    }),
                     metadata: rule.map(|r| r.metadata.clone()).unwrap_or_default(),
                 };
                 if methods

@@ -115,7 +115,10 @@ pub fn find<'a>(
         }
         Ok(Match::MethodNotAllowed { allowed }) => allowed,
         Ok(Match::NotFound) => Vec::new(),
-        Err(e) => return Err(Error::invalid("", e.to_string())),
+        Err(e) => {
+            let crate::transcode::template::MatchError::InvalidEncoding { variable } = &e;
+            return Err(Error::invalid(variable.clone(), e.to_string()));
+        }
     };
     let host = host.map(strip_port);
     if let Some(route) = table

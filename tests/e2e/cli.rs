@@ -478,7 +478,6 @@ async fn demo_prints_a_banner_whose_every_curl_line_works() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: logs are written to stdout (with ANSI colours), mixed into the banner and `routes` output"]
 async fn logs_go_to_stderr_so_stdout_holds_only_what_the_command_prints() {
     let mut server = Command::new(BIN)
         .args(["demo", "--listen", "127.0.0.1:0"])

@@ -1328,7 +1328,6 @@ async fn a_path_variable_that_is_not_utf8_is_a_400_without_a_backend_call() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: router::find renders MatchError::InvalidEncoding with an empty BadRequest field"]
 async fn a_path_variable_that_is_not_utf8_names_the_field_in_bad_request() {
     let d = demo().await;
     let r = get(&d.url("/v1/shelves/1/books/%FF")).await;

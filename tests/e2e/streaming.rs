@@ -341,7 +341,6 @@ async fn an_any_in_a_streamed_event_is_rendered_with_its_type_through_the_descri
 }
 
 #[tokio::test]
-#[ignore = "BUG: the backend-wide `timeout` (10s in the demo) cuts every server stream; see report"]
 async fn a_backend_wide_timeout_does_not_cut_a_long_lived_watch() {
     let d = demo_with(|c| c.grpc[0].timeout = Some("100ms".into())).await;
     let mut stream = open_stream(
