@@ -13,6 +13,8 @@ mod http_fields;
 mod joins;
 mod limits;
 mod schema;
+pub mod sse;
+pub mod ws;
 
 use std::sync::{Arc, Mutex};
 
@@ -262,7 +264,7 @@ async fn handle(
     }
     if method == Method::POST && accepts(&headers, "text/event-stream") {
         if let async_graphql::BatchRequest::Single(request) = batch {
-            return sse_response(&built, state.prepare(&built, request, &op));
+            return sse_response(&state, built, headers, request, op).await;
         }
         return errors_response(
             StatusCode::BAD_REQUEST,
@@ -501,10 +503,64 @@ fn serde_urlencoded_get(query: &str) -> Result<async_graphql::Request, String> {
     Ok(request)
 }
 
-async fn websocket(_state: Arc<GraphqlState>, _request: axum::extract::Request) -> Response {
-    StatusCode::NOT_IMPLEMENTED.into_response()
+/// `GET path` with `Upgrade: websocket`: subscriptions (and queries, mutations) over
+/// `graphql-transport-ws` or the legacy `graphql-ws`.
+async fn websocket(state: Arc<GraphqlState>, request: axum::extract::Request) -> Response {
+    use axum::extract::FromRequestParts as _;
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let (mut parts, _body) = request.into_parts();
+    let upgrade =
+        match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => return rejection.into_response(),
+        };
+    let built = state.current();
+    let headers = parts.headers.clone();
+    let uri = parts.uri.clone();
+    let schema = built.schema.clone();
+    let prepare_state = state.clone();
+    let prepare: ws::Prepare = Arc::new(move |request, init| {
+        let mut downstream = axum::extract::Request::new(axum::body::Body::empty());
+        *downstream.uri_mut() = uri.clone();
+        *downstream.headers_mut() = init.headers.clone();
+        let mut normalized = super::rest::normalize(downstream, peer);
+        normalized.protocol = Protocol::WebSocket;
+        // graphql-ws clients cannot set headers on the upgrade from a browser: they send
+        // credentials in the connection_init payload instead.
+        if let Some(payload) = init.payload.as_ref().and_then(|p| p.as_object()) {
+            for (key, value) in payload {
+                let Some(value) = value.as_str() else {
+                    continue;
+                };
+                if let (Ok(name), Ok(value)) = (
+                    http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    normalized.headers.insert(name, value);
+                }
+            }
+        }
+        let op = Operation::begin(prepare_state.gateway.clone(), normalized)
+            .map_err(|e| e.render().message)?;
+        Ok(prepare_state.prepare(&built, request, &op))
+    });
+    ws::upgrade(upgrade, &headers, schema, prepare, ws::WsConfig::default())
 }
 
-fn sse_response(_built: &Built, _request: async_graphql::Request) -> Response {
-    StatusCode::NOT_IMPLEMENTED.into_response()
+/// `POST path` with `Accept: text/event-stream`: graphql-sse, distinct connections mode.
+fn sse_response(
+    state: &Arc<GraphqlState>,
+    built: Arc<Built>,
+    headers: HeaderMap,
+    request: async_graphql::Request,
+    op: Operation,
+) -> impl std::future::Future<Output = Response> {
+    let state = state.clone();
+    let schema = built.schema.clone();
+    let prepare: ws::Prepare =
+        Arc::new(move |request, _init| Ok(state.prepare(&built, request, &op)));
+    sse::handle(schema, prepare, headers, request)
 }
