@@ -16,9 +16,12 @@
 #                           ephemeral range, where other processes' outgoing connections and
 #                           their TIME-WAIT sockets can hold a port and make a bind fail)
 #   BENCH_ROWS="direct nginx proxy get post"   which rows to run, in this order
+#   BENCH_ROUNDS=1          run all rows this many times, interleaved; report each row's median
 #   BENCH_SKIP_BUILD=1      use the existing release binary
 #   BENCH_KEEP=1            keep the temp dir (configs, logs, raw wrk output)
 #   BENCH_STRICT=1          exit 1 when a target is missed
+#   BENCH_PERF=1            record `perf record --call-graph dwarf` of omnigate during each omnigate
+#                           row into the (kept) temp dir: $TMP/<row>.perf.data
 #   BENCH_HOLD=1            after the table, keep everything running until Ctrl-C (for profiling)
 set -euo pipefail
 
@@ -32,6 +35,7 @@ THREADS=${BENCH_THREADS:-2}
 WORKERS=${BENCH_WORKERS:-$(nproc)}
 PORT_BASE=${BENCH_PORT_BASE:-20051}
 ROWS=${BENCH_ROWS:-direct nginx proxy get post}
+ROUNDS=${BENCH_ROUNDS:-1}
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -91,7 +95,8 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
-    if [ "${BENCH_KEEP:-0}" = 1 ] || [ $status -ne 0 ]; then
+    if [ "${BENCH_KEEP:-0}" = 1 ] || [ "${BENCH_PERF:-0}" = 1 ] \
+        || { [ $status -ne 0 ] && [ $status -ne 130 ] && [ $status -ne 143 ]; }; then
         log "logs and configs kept in $TMP"
     else
         rm -rf "$TMP"
@@ -278,14 +283,25 @@ make_script() {
     cat "$BENCH_DIR/report.lua" >>"$out"
 }
 
-# run_row KEY LABEL URL KIND(get|post) PROXY_PID(or -)
-declare -A RPS P50 P99 ERRS PROXY_CPU BACKEND_CPU RSS LABEL
+# Instruction counts (user, kernel) of the proxy during a row, where perf works here: unlike
+# req/s and CPU time they barely move when other processes share the machine.
+PERF_OK=0
+if command -v perf >/dev/null 2>&1 && perf stat -x, -e instructions:u true >/dev/null 2>&1; then
+    PERF_OK=1
+fi
+
+# run_row ROW ROUND LABEL URL KIND(get|post) PROXY_PID(or -): results go to the arrays below,
+# keyed ROW.ROUND.
+declare -A RPS P50 P99 ERRS PROXY_CPU PROXY_INSTR BACKEND_CPU RSS LABEL PICK
 run_row() {
-    local key=$1 label=$2 url=$3 kind=$4 proxy_pid=$5
-    local script=$TMP/$key.lua
+    local row=$1 round=$2 label=$3 url=$4 kind=$5 proxy_pid=$6
+    local key=$row.$round
+    local script=$TMP/$row.lua
     make_script "$script" "$kind"
-    LABEL[$key]=$label
-    log "$label: warm-up $WARMUP"
+    LABEL[$row]=$label
+    local tag=$label
+    [ "$ROUNDS" = 1 ] || tag="$label [round $round]"
+    log "$tag: warm-up $WARMUP"
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s "$script" "$url" >"$TMP/$key.warmup.txt" 2>&1 \
         || die "wrk failed (warm-up of $key): $(cat "$TMP/$key.warmup.txt")"
 
@@ -295,14 +311,31 @@ run_row() {
         rss_sampler &
         sampler=$!
     fi
-    local proxy_before=0 backend_before
-    [ "$proxy_pid" = - ] || proxy_before=$(cpu_ticks "$proxy_pid")
+    local proxy_pids="" proxy_before=0 backend_before
+    if [ "$proxy_pid" != - ]; then
+        proxy_pids=$(echo "$proxy_pid" $(cat /proc/"$proxy_pid"/task/*/children 2>/dev/null) | tr ' ' ',')
+        proxy_before=$(cpu_ticks "$proxy_pid")
+    fi
     backend_before=$(cpu_ticks "$BACKENDS_PID")
 
-    log "$label: measuring $DURATION"
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$script" "$url" \
+    local perf=""
+    if [ "${BENCH_PERF:-0}" = 1 ] && [ "$proxy_pid" = "$OMNIGATE_PID" ]; then
+        perf record -q --call-graph dwarf,16384 -F 499 -p "$OMNIGATE_PID" -o "$TMP/$key.perf.data" \
+            >"$TMP/$key.perf.log" 2>&1 &
+        perf=$!
+    fi
+    local counting=()
+    if [ "$PERF_OK" = 1 ] && [ -n "$proxy_pids" ]; then
+        counting=(perf stat -x, -e instructions:u,instructions:k -p "$proxy_pids" -o "$TMP/$key.instr" --)
+    fi
+    log "$tag: measuring $DURATION"
+    "${counting[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$script" "$url" \
         >"$TMP/$key.txt" 2>&1 || die "wrk failed ($key): $(cat "$TMP/$key.txt")"
 
+    if [ -n "$perf" ]; then
+        kill -INT "$perf" 2>/dev/null || true
+        wait "$perf" 2>/dev/null || true
+    fi
     local proxy_after=0 backend_after
     [ "$proxy_pid" = - ] || proxy_after=$(cpu_ticks "$proxy_pid")
     backend_after=$(cpu_ticks "$BACKENDS_PID")
@@ -330,15 +363,28 @@ run_row() {
     P50[$key]=$p50_us
     P99[$key]=$p99_us
     ERRS[$key]=$((status + connect + read + write + timeout))
-    if [ "$proxy_pid" = - ]; then
-        PROXY_CPU[$key]=-
-    else
+    PROXY_CPU[$key]=-
+    PROXY_INSTR[$key]=-
+    if [ "$proxy_pid" != - ]; then
         PROXY_CPU[$key]=$(awk -v t=$((proxy_after - proxy_before)) -v u="$TICK_US" -v r="$requests" \
-            'BEGIN { printf "%.1f", r ? t * u / r : 0 }')
+            'BEGIN { printf "%.1f µs", r ? t * u / r : 0 }')
+        if [ -s "$TMP/$key.instr" ]; then
+            PROXY_INSTR[$key]=$(awk -F, -v r="$requests" '
+                $3 ~ /^instructions:u/ { u = $1 } $3 ~ /^instructions:k/ { k = $1 }
+                END { if (r > 0 && u > 0) printf "%.0fk + %.0fk", u / r / 1000, k / r / 1000; else printf "-" }' \
+                "$TMP/$key.instr")
+        fi
     fi
     BACKEND_CPU[$key]=$(awk -v t=$((backend_after - backend_before)) -v u="$TICK_US" -v r="$requests" \
-        'BEGIN { printf "%.1f", r ? t * u / r : 0 }')
-    log "$label: ${RPS[$key]} req/s, p50 ${p50_us} us, p99 ${p99_us} us, errors ${ERRS[$key]}"
+        'BEGIN { printf "%.1f µs", r ? t * u / r : 0 }')
+    log "$tag: ${RPS[$key]} req/s, p50 ${p50_us} us, p99 ${p99_us} us, errors ${ERRS[$key]}"
+}
+
+# pick_median ROW: the round whose req/s is the median (the lower one for an even count).
+pick_median() {
+    local row=$1 round
+    PICK[$row]=$(for round in $(seq "$ROUNDS"); do echo "${RPS[$row.$round]} $round"; done \
+        | sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2) { print $2 }')
 }
 
 field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
@@ -366,45 +412,51 @@ precheck proxy GET "http://127.0.0.1:$P_OMNIGATE/reviews/1"
 precheck get GET "http://127.0.0.1:$P_OMNIGATE$BOOK_PATH"
 precheck post POST "http://127.0.0.1:$P_OMNIGATE$POST_PATH" "$BENCH_DIR/book.json"
 
-for row in $ROWS; do
-    case $row in
-        direct) run_row direct "direct → HTTP backend (GET /reviews/1)" \
-            "http://127.0.0.1:$P_HTTP/reviews/1" get - ;;
-        nginx) run_row nginx "nginx → HTTP backend (GET /reviews/1)" \
-            "http://127.0.0.1:$P_NGINX/reviews/1" get "$NGINX_PID" ;;
-        proxy) run_row proxy "omnigate → HTTP backend (GET /reviews/1)" \
-            "http://127.0.0.1:$P_OMNIGATE/reviews/1" get "$OMNIGATE_PID" ;;
-        get) run_row get "omnigate REST GET → gRPC (GET $BOOK_PATH)" \
-            "http://127.0.0.1:$P_OMNIGATE$BOOK_PATH" get "$OMNIGATE_PID" ;;
-        post) run_row post "omnigate REST POST 1 KB JSON → gRPC (POST $POST_PATH)" \
-            "http://127.0.0.1:$P_OMNIGATE$POST_PATH" post "$OMNIGATE_PID" ;;
-        *) die "unknown row '$row' in BENCH_ROWS" ;;
-    esac
+for round in $(seq "$ROUNDS"); do
+    for row in $ROWS; do
+        case $row in
+            direct) run_row direct "$round" "direct → HTTP backend (GET /reviews/1)" \
+                "http://127.0.0.1:$P_HTTP/reviews/1" get - ;;
+            nginx) run_row nginx "$round" "nginx → HTTP backend (GET /reviews/1)" \
+                "http://127.0.0.1:$P_NGINX/reviews/1" get "$NGINX_PID" ;;
+            proxy) run_row proxy "$round" "omnigate → HTTP backend (GET /reviews/1)" \
+                "http://127.0.0.1:$P_OMNIGATE/reviews/1" get "$OMNIGATE_PID" ;;
+            get) run_row get "$round" "omnigate REST GET → gRPC (GET $BOOK_PATH)" \
+                "http://127.0.0.1:$P_OMNIGATE$BOOK_PATH" get "$OMNIGATE_PID" ;;
+            post) run_row post "$round" "omnigate REST POST 1 KB JSON → gRPC (POST $POST_PATH)" \
+                "http://127.0.0.1:$P_OMNIGATE$POST_PATH" post "$OMNIGATE_PID" ;;
+            *) die "unknown row '$row' in BENCH_ROWS" ;;
+        esac
+    done
 done
+for row in $ROWS; do pick_median "$row"; done
 RSS_HWM_KB=$(status_kb "$OMNIGATE_PID" VmHWM)
 kill -0 "$OMNIGATE_PID" 2>/dev/null || die "omnigate died during the run: $(tail -20 "$TMP/omnigate.log")"
 
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
-NGINX_RPS=${RPS[nginx]:-0}
+at() { local -n table=$1; echo "${table[$2.${PICK[$2]}]:-}"; }
+NGINX_RPS=0
+[ -z "${PICK[nginx]:-}" ] || NGINX_RPS=$(at RPS nginx)
 echo
 echo "## omnigate benchmark"
 echo
+rounds_note=""
+[ "$ROUNDS" = 1 ] || rounds_note=" Each row: the median (by req/s) of $ROUNDS rounds."
 echo "$(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), load generator on the same machine;" \
     "wrk -t$THREADS -c$CONNECTIONS, ${WARMUP} warm-up + ${DURATION} per row; nginx worker_processes $WORKERS;" \
-    "omnigate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }')."
+    "omnigate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }').$rounds_note"
 echo
-echo "| scenario | req/s | p50 | p99 | errors | vs nginx | proxy CPU/req | backends CPU/req | omnigate RSS (max) |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| scenario | req/s | p50 | p99 | errors | vs nginx | proxy CPU/req | proxy instructions/req (user + kernel) | backends CPU/req | omnigate RSS (max) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for row in $ROWS; do
     rss=-
-    [ -n "${RSS[$row]:-}" ] && rss=$(mb "${RSS[$row]}")
-    cpu=${PROXY_CPU[$row]}
-    [ "$cpu" = - ] || cpu="$cpu µs"
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$row]}" "${RPS[$row]}" \
-        "$(ms "${P50[$row]}")" "$(ms "${P99[$row]}")" "${ERRS[$row]}" "$(ratio "${RPS[$row]}" "$NGINX_RPS")" \
-        "$cpu" "${BACKEND_CPU[$row]} µs" "$rss"
+    [ -z "$(at RSS "$row")" ] || rss=$(mb "$(at RSS "$row")")
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$row]}" "$(at RPS "$row")" \
+        "$(ms "$(at P50 "$row")")" "$(ms "$(at P99 "$row")")" "$(at ERRS "$row")" \
+        "$(ratio "$(at RPS "$row")" "$NGINX_RPS")" "$(at PROXY_CPU "$row")" "$(at PROXY_INSTR "$row")" \
+        "$(at BACKEND_CPU "$row")" "$rss"
 done
 echo
 echo "omnigate RSS: $(mb "$RSS_IDLE_KB") idle after start, $(mb "$RSS_MAX_KB") highest VmRSS sampled under load, $(mb "$RSS_HWM_KB") peak (VmHWM)."
@@ -417,19 +469,18 @@ target() {
 }
 ge() { awk -v a="$1" -v b="$2" 'BEGIN { print (a >= b) ? 1 : 0 }'; }
 echo "Targets:"
-if [ -n "${RPS[proxy]:-}" ] && [ "$NGINX_RPS" -gt 0 ]; then
-    target "omnigate proxy ≥ 1.0× nginx req/s" "$(ge "${RPS[proxy]}" "$NGINX_RPS")" \
-        "$(ratio "${RPS[proxy]}" "$NGINX_RPS")×"
+if [ -n "${PICK[proxy]:-}" ] && [ "$NGINX_RPS" -gt 0 ]; then
+    target "omnigate proxy ≥ 1.0× nginx req/s" "$(ge "$(at RPS proxy)" "$NGINX_RPS")" \
+        "$(ratio "$(at RPS proxy)" "$NGINX_RPS")×"
 fi
-if [ -n "${RPS[get]:-}" ] && [ "$NGINX_RPS" -gt 0 ]; then
-    target "omnigate REST GET → gRPC ≥ 0.7× nginx req/s" \
-        "$(awk -v a="${RPS[get]}" -v b="$NGINX_RPS" 'BEGIN { print (a >= 0.7 * b) ? 1 : 0 }')" \
-        "$(ratio "${RPS[get]}" "$NGINX_RPS")×"
+if [ -n "${PICK[get]:-}" ] && [ "$NGINX_RPS" -gt 0 ]; then
+    target "omnigate REST GET → gRPC ≥ 0.7× nginx req/s" "$(ge "$(at RPS get)" "$(awk -v b="$NGINX_RPS" 'BEGIN { print 0.7 * b }')")" \
+        "$(ratio "$(at RPS get)" "$NGINX_RPS")×"
 fi
 target "omnigate RSS ≤ 40 MB under load" "$([ "$RSS_HWM_KB" -le $((40 * 1024)) ] && echo 1 || echo 0)" \
     "peak $(mb "$RSS_HWM_KB")"
 for row in $ROWS; do
-    [ "${ERRS[$row]}" = 0 ] || { echo "- [ ] no errors: ${LABEL[$row]} had ${ERRS[$row]}"; MISSED=1; }
+    [ "$(at ERRS "$row")" = 0 ] || { echo "- [ ] no errors: ${LABEL[$row]} had $(at ERRS "$row")"; MISSED=1; }
 done
 
 if [ "${BENCH_HOLD:-0}" = 1 ]; then
