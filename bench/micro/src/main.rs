@@ -1,0 +1,85 @@
+//! Times each transcoding step of the benchmark's REST → gRPC rows, in-process, on the same
+//! messages: the GET row's reply (book 1 as the backend encodes it) and the POST row's ~1 KB
+//! book body. Compares omnigate's functions with prost-reflect's plain serde path, to size
+//! what path tracking and the input guard cost.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use omnigate::transcode::json::{self, JsonOptions};
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
+
+fn time(label: &str, iterations: u32, mut f: impl FnMut()) {
+    for _ in 0..iterations / 10 {
+        f();
+    }
+    let started = Instant::now();
+    for _ in 0..iterations {
+        f();
+    }
+    let ns = started.elapsed().as_nanos() as f64 / f64::from(iterations);
+    println!("{label:<58} {:>8.2} µs", ns / 1000.0);
+}
+
+fn main() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let bytes = std::fs::read(format!("{root}/descriptors/library.binpb")).expect("descriptors");
+    let pool = DescriptorPool::decode(bytes.as_slice()).expect("pool");
+    let book_desc = pool.get_message_by_name("library.v1.Book").expect("Book");
+    let create = pool
+        .get_message_by_name("library.v1.CreateBookRequest")
+        .expect("CreateBookRequest");
+    let book_field = create.get_field_by_name("book").expect("book field");
+    let body = std::fs::read(format!("{root}/bench/book.json")).expect("bench/book.json");
+    let body = body.trim_ascii_end().to_vec();
+    let opts = JsonOptions::default();
+    let ser = SerializeOptions::new()
+        .stringify_64_bit_integers(true)
+        .skip_default_fields(true);
+    let de = DeserializeOptions::new().deny_unknown_fields(true);
+    let n = 50_000;
+
+    // POST: JSON body → request message → protobuf bytes.
+    time("POST decode_field_value (guard + path tracking)", n, || {
+        black_box(json::decode_field_value(&book_field, black_box(&body), &opts).expect("ok"));
+    });
+    time("POST plain prost-reflect deserialize (no guard)", n, || {
+        let mut d = serde_json::Deserializer::from_slice(black_box(&body));
+        black_box(
+            DynamicMessage::deserialize_with_options(book_desc.clone(), &mut d, &de).expect("ok"),
+        );
+    });
+    let mut request = DynamicMessage::new(create.clone());
+    let book = json::decode_field_value(&book_field, &body, &opts)
+        .expect("ok")
+        .expect("value");
+    request.set_field(&book_field, book);
+    request.set_field_by_name("parent", prost_reflect::Value::String("shelves/1".into()));
+    time("POST encode_to_vec (request message)", n, || {
+        black_box(black_box(&request).encode_to_vec());
+    });
+    time("POST encoded_len only", n, || {
+        black_box(black_box(&request).encoded_len());
+    });
+    let wire = request.encode_to_vec();
+    println!("  (request message: {} bytes protobuf, {} bytes JSON)", wire.len(), body.len());
+
+    // GET/POST reply: protobuf bytes → message → JSON.
+    let reply_msg = json::decode_message(&book_desc, &body, &opts).expect("ok");
+    let reply = bytes::Bytes::from(reply_msg.encode_to_vec());
+    time("reply DynamicMessage::decode", n, || {
+        black_box(DynamicMessage::decode(book_desc.clone(), black_box(reply.clone())).expect("ok"));
+    });
+    time("reply json::encode_message (path tracking)", n, || {
+        black_box(json::encode_message(black_box(&reply_msg), &opts).expect("ok"));
+    });
+    time("reply plain serde_json::to_vec (no path tracking)", n, || {
+        let mut out = Vec::with_capacity(1024);
+        let mut s = serde_json::Serializer::new(&mut out);
+        black_box(&reply_msg)
+            .serialize_with_options(&mut s, &ser)
+            .expect("ok");
+        black_box(out);
+    });
+}
