@@ -14,12 +14,17 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::var("OMNIGATE_URL").unwrap_or_else(|_| "ws://127.0.0.1:8080/graphql".into());
+    let url =
+        std::env::var("OMNIGATE_URL").unwrap_or_else(|_| "ws://127.0.0.1:8080/graphql".into());
     let mut request = url.into_client_request()?;
-    request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse()?);
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "graphql-transport-ws".parse()?);
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
 
-    socket.send(Message::text(r#"{"type":"connection_init","payload":{}}"#)).await?;
+    socket
+        .send(Message::text(r#"{"type":"connection_init","payload":{}}"#))
+        .await?;
     let subscribe = serde_json::json!({
         "id": "1",
         "type": "subscribe",
@@ -29,12 +34,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut events = 0;
     while let Some(message) = socket.next().await {
-        let Message::Text(text) = message? else { continue };
+        let Message::Text(text) = message? else {
+            continue;
+        };
         println!("{text}");
         if text.contains("\"next\"") {
             events += 1;
             if events == 5 {
-                socket.send(Message::text(r#"{"id":"1","type":"complete"}"#)).await?;
+                socket
+                    .send(Message::text(r#"{"id":"1","type":"complete"}"#))
+                    .await?;
                 break;
             }
         }

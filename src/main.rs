@@ -49,6 +49,12 @@ enum Command {
         authors_port: u16,
         #[arg(long, default_value_t = 5000)]
         http_port: u16,
+        /// Delay every unary Library call by this many milliseconds.
+        #[arg(long, default_value_t = 0)]
+        library_delay_ms: u64,
+        /// Delay every unary Authors call by this many milliseconds.
+        #[arg(long, default_value_t = 0)]
+        authors_delay_ms: u64,
     },
 }
 
@@ -155,6 +161,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             library_port,
             authors_port,
             http_port,
+            library_delay_ms,
+            authors_delay_ms,
         } => {
             let addrs = omnigate::demo::BackendAddrs {
                 library: SocketAddr::new(host, library_port),
@@ -162,6 +170,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 http: SocketAddr::new(host, http_port),
             };
             let backends = omnigate::demo::start_at(addrs).await?;
+            let delay = std::time::Duration::from_millis;
+            backends.library_backend.set_delay(delay(library_delay_ms));
+            backends.authors_backend.set_delay(delay(authors_delay_ms));
             println!("library gRPC  http://{}", backends.library);
             println!("authors gRPC  http://{}", backends.authors);
             println!("reviews HTTP  http://{}", backends.http);
