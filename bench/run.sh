@@ -15,7 +15,8 @@
 #   BENCH_PORT_BASE=20051   first port tried; five free ports from here are used (below Linux's
 #                           ephemeral range, where other processes' outgoing connections and
 #                           their TIME-WAIT sockets can hold a port and make a bind fail)
-#   BENCH_ROWS="direct nginx proxy get post"   which rows to run, in this order
+#   BENCH_ROWS="direct nginx proxy get post gql slow gql3"   which rows to run, in this order
+#   BENCH_SLOW_MS=20        delay of the Authors backend (GraphQL cross-service rows)
 #   BENCH_ROUNDS=1          run all rows this many times, interleaved; report each row's median
 #   BENCH_SKIP_BUILD=1      use the existing release binary
 #   BENCH_KEEP=1            keep the temp dir (configs, logs, raw wrk output)
@@ -34,7 +35,9 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 THREADS=${BENCH_THREADS:-2}
 WORKERS=${BENCH_WORKERS:-$(nproc)}
 PORT_BASE=${BENCH_PORT_BASE:-20051}
-ROWS=${BENCH_ROWS:-direct nginx proxy get post}
+ROWS=${BENCH_ROWS:-direct nginx proxy get post gql slow gql3}
+# The Authors backend answers after this many ms (the "slowest service" of the GraphQL rows).
+SLOW_MS=${BENCH_SLOW_MS:-20}
 ROUNDS=${BENCH_ROUNDS:-1}
 
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -151,7 +154,7 @@ start_backends() {
     free_port P_AUTHORS
     free_port P_HTTP
     RUST_LOG=warn "$OMNIGATE" backends --library-port "$P_LIBRARY" --authors-port "$P_AUTHORS" \
-        --http-port "$P_HTTP" >"$TMP/backends.log" 2>&1 &
+        --http-port "$P_HTTP" --authors-delay-ms "$SLOW_MS" >"$TMP/backends.log" 2>&1 &
     BACKENDS_PID=$!
     PIDS+=("$BACKENDS_PID")
     for port in "$P_LIBRARY" "$P_AUTHORS" "$P_HTTP"; do
@@ -214,10 +217,22 @@ listen: 127.0.0.1:$P_OMNIGATE
 grpc:
   - name: library
     url: http://127.0.0.1:$P_LIBRARY
+  - name: authors
+    url: http://127.0.0.1:$P_AUTHORS
 http:
   - name: reviews
     prefix: /reviews
     url: http://127.0.0.1:$P_HTTP
+graphql:
+  http_fields:
+    - on: Query
+      field: reviews
+      type: "[Review!]"
+      upstream: reviews
+      path: /reviews?book={book}
+      arguments: { book: "String!" }
+      select: reviews
+  sdl: [$ROOT/schema/reviews.graphql]
 EOF
     "$OMNIGATE" run --config "$TMP/omnigate.yaml" >"$TMP/omnigate.log" 2>&1 &
     OMNIGATE_PID=$!
@@ -267,17 +282,28 @@ precheck() {
         2??) ;;
         *) cat "$TMP/precheck.out" >&2; die "$name: $method $url answered $code" ;;
     esac
+    # GraphQL answers its errors with 200: a benchmark of errors would measure nothing.
+    if grep -q '"errors"' "$TMP/precheck.out"; then
+        cat "$TMP/precheck.out" >&2
+        die "$name: $method $url answered GraphQL errors"
+    fi
 }
 
 # wrk script for a row: optional request setup + the shared report hook.
 make_script() {
     local out=$1 kind=$2
     : >"$out"
-    if [ "$kind" = post ]; then
+    local body=""
+    case $kind in
+        post) body=$BENCH_DIR/book.json ;;
+        gql) body=$BENCH_DIR/gql-one.json ;;
+        gql3) body=$BENCH_DIR/gql-three.json ;;
+    esac
+    if [ -n "$body" ]; then
         {
             echo 'wrk.method = "POST"'
             echo 'wrk.headers["Content-Type"] = "application/json"'
-            printf 'wrk.body = [==[%s]==]\n' "$(cat "$BENCH_DIR/book.json")"
+            printf 'wrk.body = [==[%s]==]\n' "$(cat "$body")"
         } >>"$out"
     fi
     cat "$BENCH_DIR/report.lua" >>"$out"
@@ -411,6 +437,8 @@ precheck nginx GET "http://127.0.0.1:$P_NGINX/reviews/1"
 precheck proxy GET "http://127.0.0.1:$P_OMNIGATE/reviews/1"
 precheck get GET "http://127.0.0.1:$P_OMNIGATE$BOOK_PATH"
 precheck post POST "http://127.0.0.1:$P_OMNIGATE$POST_PATH" "$BENCH_DIR/book.json"
+precheck gql POST "http://127.0.0.1:$P_OMNIGATE/graphql" "$BENCH_DIR/gql-one.json"
+precheck gql3 POST "http://127.0.0.1:$P_OMNIGATE/graphql" "$BENCH_DIR/gql-three.json"
 
 for round in $(seq "$ROUNDS"); do
     for row in $ROWS; do
@@ -425,6 +453,12 @@ for round in $(seq "$ROUNDS"); do
                 "http://127.0.0.1:$P_OMNIGATE$BOOK_PATH" get "$OMNIGATE_PID" ;;
             post) run_row post "$round" "omnigate REST POST 1 KB JSON → gRPC (POST $POST_PATH)" \
                 "http://127.0.0.1:$P_OMNIGATE$POST_PATH" post "$OMNIGATE_PID" ;;
+            gql) run_row gql "$round" "omnigate GraphQL query → one gRPC call (getBook)" \
+                "http://127.0.0.1:$P_OMNIGATE/graphql" gql "$OMNIGATE_PID" ;;
+            slow) run_row slow "$round" "omnigate REST GET → Authors slowed ${SLOW_MS} ms (GET /v1/authors/1)" \
+                "http://127.0.0.1:$P_OMNIGATE/v1/authors/1" get "$OMNIGATE_PID" ;;
+            gql3) run_row gql3 "$round" "omnigate GraphQL query across Library + Authors (slowed) + HTTP reviews" \
+                "http://127.0.0.1:$P_OMNIGATE/graphql" gql3 "$OMNIGATE_PID" ;;
             *) die "unknown row '$row' in BENCH_ROWS" ;;
         esac
     done
@@ -476,6 +510,15 @@ fi
 if [ -n "${PICK[get]:-}" ] && [ "$NGINX_RPS" -gt 0 ]; then
     target "omnigate REST GET → gRPC ≥ 0.7× nginx req/s" "$(ge "$(at RPS get)" "$(awk -v b="$NGINX_RPS" 'BEGIN { print 0.7 * b }')")" \
         "$(ratio "$(at RPS get)" "$NGINX_RPS")×"
+fi
+if [ -n "${PICK[gql]:-}" ] && [ -n "${PICK[get]:-}" ]; then
+    target "GraphQL single-call req/s ≥ 0.6× REST transcoding req/s" \
+        "$(ge "$(at RPS gql)" "$(awk -v b="$(at RPS get)" 'BEGIN { print 0.6 * b }')")" "$(ratio "$(at RPS gql)" "$(at RPS get)")×"
+fi
+if [ -n "${PICK[gql3]:-}" ] && [ -n "${PICK[slow]:-}" ]; then
+    target "3-service GraphQL latency ≤ 1.2× the slowest service's (p50)" \
+        "$(ge "$(awk -v b="$(at P50 slow)" 'BEGIN { print 1.2 * b }')" "$(at P50 gql3)")" \
+        "p50 $(ms "$(at P50 gql3)") vs $(ms "$(at P50 slow)") ($(ratio "$(at P50 gql3)" "$(at P50 slow)")×)"
 fi
 target "omnigate RSS ≤ 40 MB under load" "$([ "$RSS_HWM_KB" -le $((40 * 1024)) ] && echo 1 || echo 0)" \
     "peak $(mb "$RSS_HWM_KB")"

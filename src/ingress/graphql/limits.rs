@@ -2,7 +2,8 @@
 //! the transports, depth and complexity by async-graphql's validation, aliases and root fields
 //! here, on the parsed document.
 
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{
@@ -12,7 +13,14 @@ use async_graphql::{ServerError, ServerResult, Variables};
 
 use crate::config::GraphqlLimitsConfig;
 
-#[derive(Clone, Debug)]
+/// Parsed documents by query text: clients repeat the same documents with other variables, and
+/// parsing is a quarter of a small operation's cost. Only documents that passed the limits are
+/// kept.
+type DocumentCache = Arc<Mutex<lru::LruCache<String, ExecutableDocument>>>;
+
+const CACHED_DOCUMENTS: usize = 256;
+
+#[derive(Clone)]
 pub(crate) struct Limits {
     pub(crate) max_document_bytes: usize,
     pub(crate) max_depth: usize,
@@ -20,6 +28,20 @@ pub(crate) struct Limits {
     pub(crate) max_root_fields: usize,
     pub(crate) max_complexity: usize,
     pub(crate) max_batch: usize,
+    documents: DocumentCache,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("max_document_bytes", &self.max_document_bytes)
+            .field("max_depth", &self.max_depth)
+            .field("max_aliases", &self.max_aliases)
+            .field("max_root_fields", &self.max_root_fields)
+            .field("max_complexity", &self.max_complexity)
+            .field("max_batch", &self.max_batch)
+            .finish()
+    }
 }
 
 impl From<&GraphqlLimitsConfig> for Limits {
@@ -31,6 +53,9 @@ impl From<&GraphqlLimitsConfig> for Limits {
             max_root_fields: c.max_root_fields,
             max_complexity: c.max_complexity,
             max_batch: c.max_batch,
+            documents: Arc::new(Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(CACHED_DOCUMENTS).unwrap_or(NonZeroUsize::MIN),
+            ))),
         }
     }
 }
@@ -69,6 +94,14 @@ impl Extension for Limits {
                 ),
                 "max_document_bytes",
             ));
+        }
+        if let Some(document) = self
+            .documents
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(query).cloned())
+        {
+            return Ok(document);
         }
         let document = next.run(ctx, query, variables).await?;
         let operations: Vec<&SelectionSet> = match &document.operations {
@@ -124,6 +157,9 @@ impl Extension for Limits {
                 ),
                 "max_aliases",
             ));
+        }
+        if let Ok(mut cache) = self.documents.lock() {
+            cache.put(query.to_string(), document.clone());
         }
         Ok(document)
     }
