@@ -523,13 +523,10 @@ async fn websocket(state: Arc<GraphqlState>, request: axum::extract::Request) ->
     let schema = built.schema.clone();
     let prepare_state = state.clone();
     let prepare: ws::Prepare = Arc::new(move |request, init| {
-        let mut downstream = axum::extract::Request::new(axum::body::Body::empty());
-        *downstream.uri_mut() = uri.clone();
-        *downstream.headers_mut() = init.headers.clone();
-        let mut normalized = super::rest::normalize(downstream, peer);
-        normalized.protocol = Protocol::WebSocket;
+        let mut headers = init.headers.clone();
         // graphql-ws clients cannot set headers on the upgrade from a browser: they send
-        // credentials in the connection_init payload instead.
+        // credentials in the connection_init payload instead. Merged before normalizing, so
+        // an `x-request-id` there is the request id too.
         if let Some(payload) = init.payload.as_ref().and_then(|p| p.as_object()) {
             for (key, value) in payload {
                 let Some(value) = value.as_str() else {
@@ -539,10 +536,15 @@ async fn websocket(state: Arc<GraphqlState>, request: axum::extract::Request) ->
                     http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes()),
                     HeaderValue::from_str(value),
                 ) {
-                    normalized.headers.insert(name, value);
+                    headers.insert(name, value);
                 }
             }
         }
+        let mut downstream = axum::extract::Request::new(axum::body::Body::empty());
+        *downstream.uri_mut() = uri.clone();
+        *downstream.headers_mut() = headers;
+        let mut normalized = super::rest::normalize(downstream, peer);
+        normalized.protocol = Protocol::WebSocket;
         let op = Operation::begin(prepare_state.gateway.clone(), normalized)
             .map_err(|e| e.render().message)?;
         Ok(prepare_state.prepare(&built, request, &op))
