@@ -1,10 +1,11 @@
 //! GraphQL subscriptions bridged to gRPC server streams (`WatchShelf`), over a real WebSocket
 //! client (`graphql-transport-ws` and the legacy `graphql-ws`) and over SSE: events, errors,
-//! cancellation reaching the upstream, multiplexing, close codes and bad inputs.
+//! cancellation reaching the upstream, multiplexing, close codes and bad inputs; and which
+//! HTTP requests may carry which operations.
 
 use serde_json::{json, Value};
 
-use crate::support::{demo, eventually, graphql, open_stream, Demo, GraphqlWs, Streamed};
+use crate::support::{demo, eventually, graphql, open_stream, send, Demo, GraphqlWs, Streamed};
 
 const TRANSPORT: &str = "graphql-transport-ws";
 const LEGACY: &str = "graphql-ws";
@@ -623,6 +624,48 @@ async fn sse_streams_next_events_then_complete_when_the_grpc_stream_ends() {
         "{data}"
     );
     assert_eq!(next_sse(&mut stream).await.expect("complete").0, "complete");
+}
+
+#[tokio::test]
+async fn a_subscription_over_plain_http_is_refused_pointing_at_the_streaming_transports() {
+    let d = demo().await;
+    let body = graphql(&d.gw, WATCH, json!({"name": "shelves/1"})).await;
+    assert!(body["data"].is_null(), "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("WebSocket") && message.contains("text/event-stream"),
+        "{body}"
+    );
+    let strict = send(
+        "POST",
+        &d.url("/graphql"),
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/graphql-response+json"),
+        ],
+        json!({"query": WATCH, "variables": {"name": "shelves/1"}}).to_string(),
+    )
+    .await;
+    assert_eq!(strict.status, 400, "{}", strict.text());
+    assert_eq!(d.backends.library_backend.calls("WatchShelf"), 0);
+}
+
+#[tokio::test]
+async fn a_named_mutation_over_get_is_refused_like_an_anonymous_one() {
+    let d = demo().await;
+    // `mutation Drop { ... }`, one named operation and no operationName: it would run.
+    let query = "mutation%20Drop%20%7B%20deleteShelf(name%3A%20%22shelves%2F2%22%2C%20force%3A%20true)%20%7D";
+    let r = send("GET", &d.url(&format!("/graphql?query={query}")), &[], "").await;
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(r.header("allow"), Some("POST"));
+    assert_eq!(d.backends.library_backend.calls("DeleteShelf"), 0);
+    let shelf = graphql(
+        &d.gw,
+        "{ getShelf(name: \"shelves/2\") { name } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(shelf["data"]["getShelf"]["name"], "shelves/2", "{shelf}");
 }
 
 #[tokio::test]

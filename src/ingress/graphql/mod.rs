@@ -275,6 +275,26 @@ async fn handle(
             graphql_response,
         );
     }
+    if batch
+        .iter()
+        .any(|r| operation_type(r) == Some(OperationType::Subscription))
+    {
+        // async-graphql would only say "not supported on this transport": name the ones that are.
+        let status = if graphql_response {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        return errors_response(
+            status,
+            vec![async_graphql::ServerError::new(
+                "subscriptions stream their results: use a WebSocket (graphql-transport-ws or \
+                 graphql-ws) or SSE (POST with Accept: text/event-stream)",
+                None,
+            )],
+            graphql_response,
+        );
+    }
     let batch = match batch {
         async_graphql::BatchRequest::Single(r) => {
             async_graphql::BatchRequest::Single(state.prepare(&built, r, &op))
@@ -309,9 +329,11 @@ fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
     let document = async_graphql::parser::parse_query(&request.query).ok()?;
     match document.operations {
         async_graphql::parser::types::DocumentOperations::Single(op) => Some(op.node.ty),
+        // One named operation parses as `Multiple` and runs without an `operationName`.
         async_graphql::parser::types::DocumentOperations::Multiple(ops) => {
             match &request.operation_name {
                 Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
+                None if ops.len() == 1 => ops.values().next().map(|op| op.node.ty),
                 None => None,
             }
         }
