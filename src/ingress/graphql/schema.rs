@@ -16,7 +16,8 @@
 //!   or strings), int32 → `Int`, uint32 → `UInt32`, float/double → `Float`, bytes → `Bytes`
 //!   (base64), enums → enums with the proto value names, maps → `[<Parent><Field>Entry!]!` of
 //!   `{key, value}`, Timestamp → `DateTime` (RFC 3339), Duration → `String` ("1.5s"), wrappers →
-//!   nullable scalars, Struct/Value/ListValue/Any → `JSON`, FieldMask → `[String!]`, Empty →
+//!   nullable scalars, Struct/Value/ListValue/Any → `JSON`, FieldMask → `[String!]` (paths by
+//!   proto name `page_count` or JSON name `pageCount`; read back in JSON form), Empty →
 //!   no arguments / `Boolean` result.
 //! - type names drop the package (`library.v1.Book` → `Book`, nested `Book.State` →
 //!   `BookState`); when two types would get one name, both get the package as a prefix
