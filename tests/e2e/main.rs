@@ -9,6 +9,8 @@ mod config;
 mod descriptors;
 mod failures;
 mod graphql;
+mod graphql_types;
+mod graphql_ws;
 mod proxy;
 mod rest;
 mod streaming;

@@ -858,3 +858,145 @@ impl Drop for RunningGrpc {
         }
     }
 }
+
+/// POST one GraphQL operation to `gw`'s `/graphql`; the JSON response (any status).
+pub async fn graphql(gw: &TestGateway, query: &str, variables: Value) -> Value {
+    send(
+        "POST",
+        &gw.url("/graphql"),
+        &[("content-type", "application/json")],
+        serde_json::json!({ "query": query, "variables": variables }).to_string(),
+    )
+    .await
+    .json()
+}
+
+/// A real WebSocket client (tokio-tungstenite) on a gateway's `/graphql`, speaking
+/// `graphql-transport-ws` or the legacy `graphql-ws` as JSON values.
+pub struct GraphqlWs {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+/// How long a test waits for one message before failing (only keeps a broken build from
+/// hanging; not a timing assertion).
+const WS_WAIT: Duration = Duration::from_secs(10);
+
+impl GraphqlWs {
+    /// Connect offering `protocol`; the server must select it.
+    pub async fn connect(gw: &TestGateway, protocol: &str) -> GraphqlWs {
+        let (ws, selected) = GraphqlWs::try_connect(gw, Some(protocol))
+            .await
+            .unwrap_or_else(|e| panic!("WebSocket handshake with {protocol}: {e}"));
+        assert_eq!(selected.as_deref(), Some(protocol), "selected subprotocol");
+        ws
+    }
+
+    /// Connect offering `protocol` (or none); the client and the subprotocol the server
+    /// selected, or the handshake error.
+    pub async fn try_connect(
+        gw: &TestGateway,
+        protocol: Option<&str>,
+    ) -> Result<(GraphqlWs, Option<String>), String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = format!("ws://{}/graphql", gw.addr)
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        if let Some(protocol) = protocol {
+            request.headers_mut().insert(
+                http::header::SEC_WEBSOCKET_PROTOCOL,
+                protocol.parse().map_err(|e| format!("{e}"))?,
+            );
+        }
+        let (ws, response) =
+            tokio::time::timeout(WS_WAIT, tokio_tungstenite::connect_async(request))
+                .await
+                .map_err(|_| "no handshake within 10s".to_string())?
+                .map_err(|e| e.to_string())?;
+        let selected = response
+            .headers()
+            .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok((GraphqlWs { ws }, selected))
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.send_text(&message.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        use futures_util::SinkExt as _;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .expect("send a WebSocket message");
+    }
+
+    async fn frame(&mut self) -> Option<tokio_tungstenite::tungstenite::Message> {
+        use futures_util::StreamExt as _;
+        tokio::time::timeout(WS_WAIT, self.ws.next())
+            .await
+            .expect("a WebSocket frame within 10s")
+            .map(|frame| frame.expect("a WebSocket frame"))
+    }
+
+    /// The next protocol message; WebSocket pings and legacy `ka` keep-alives are skipped.
+    pub async fn recv(&mut self) -> Value {
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match self.frame().await {
+                Some(Message::Text(text)) => {
+                    let value: Value = serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+                    if value["type"] != "ka" {
+                        return value;
+                    }
+                }
+                Some(Message::Ping(_) | Message::Pong(_)) => {}
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server's close frame: its code and reason (messages before it are
+    /// skipped).
+    pub async fn closed(&mut self) -> (u16, String) {
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match self.frame().await {
+                Some(Message::Close(Some(frame))) => {
+                    return (frame.code.into(), frame.reason.to_string())
+                }
+                Some(Message::Close(None)) | None => return (1005, String::new()),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Send our close frame (code 1000).
+    pub async fn close(&mut self) {
+        self.ws.close(None).await.expect("close the WebSocket");
+    }
+
+    /// `connection_init` (with `payload` if any), then expect `connection_ack`.
+    pub async fn init(&mut self, payload: Option<Value>) {
+        let mut init = serde_json::json!({"type": "connection_init"});
+        if let Some(payload) = payload {
+            init["payload"] = payload;
+        }
+        self.send(init).await;
+        assert_eq!(
+            self.recv().await,
+            serde_json::json!({"type": "connection_ack"})
+        );
+    }
+
+    /// `graphql-transport-ws` `subscribe` with `query` and `variables`.
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        self.send(serde_json::json!({"type": "subscribe", "id": id,
+            "payload": {"query": query, "variables": variables}}))
+            .await;
+    }
+}

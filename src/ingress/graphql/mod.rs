@@ -275,6 +275,26 @@ async fn handle(
             graphql_response,
         );
     }
+    if batch
+        .iter()
+        .any(|r| operation_type(r) == Some(OperationType::Subscription))
+    {
+        // async-graphql would only say "not supported on this transport": name the ones that are.
+        let status = if graphql_response {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        return errors_response(
+            status,
+            vec![async_graphql::ServerError::new(
+                "subscriptions stream their results: use a WebSocket (graphql-transport-ws or \
+                 graphql-ws) or SSE (POST with Accept: text/event-stream)",
+                None,
+            )],
+            graphql_response,
+        );
+    }
     let batch = match batch {
         async_graphql::BatchRequest::Single(r) => {
             async_graphql::BatchRequest::Single(state.prepare(&built, r, &op))
@@ -309,9 +329,11 @@ fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
     let document = async_graphql::parser::parse_query(&request.query).ok()?;
     match document.operations {
         async_graphql::parser::types::DocumentOperations::Single(op) => Some(op.node.ty),
+        // One named operation parses as `Multiple` and runs without an `operationName`.
         async_graphql::parser::types::DocumentOperations::Multiple(ops) => {
             match &request.operation_name {
                 Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
+                None if ops.len() == 1 => ops.values().next().map(|op| op.node.ty),
                 None => None,
             }
         }
@@ -523,13 +545,10 @@ async fn websocket(state: Arc<GraphqlState>, request: axum::extract::Request) ->
     let schema = built.schema.clone();
     let prepare_state = state.clone();
     let prepare: ws::Prepare = Arc::new(move |request, init| {
-        let mut downstream = axum::extract::Request::new(axum::body::Body::empty());
-        *downstream.uri_mut() = uri.clone();
-        *downstream.headers_mut() = init.headers.clone();
-        let mut normalized = super::rest::normalize(downstream, peer);
-        normalized.protocol = Protocol::WebSocket;
+        let mut headers = init.headers.clone();
         // graphql-ws clients cannot set headers on the upgrade from a browser: they send
-        // credentials in the connection_init payload instead.
+        // credentials in the connection_init payload instead. Merged before normalizing, so
+        // an `x-request-id` there is the request id too.
         if let Some(payload) = init.payload.as_ref().and_then(|p| p.as_object()) {
             for (key, value) in payload {
                 let Some(value) = value.as_str() else {
@@ -539,10 +558,15 @@ async fn websocket(state: Arc<GraphqlState>, request: axum::extract::Request) ->
                     http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes()),
                     HeaderValue::from_str(value),
                 ) {
-                    normalized.headers.insert(name, value);
+                    headers.insert(name, value);
                 }
             }
         }
+        let mut downstream = axum::extract::Request::new(axum::body::Body::empty());
+        *downstream.uri_mut() = uri.clone();
+        *downstream.headers_mut() = headers;
+        let mut normalized = super::rest::normalize(downstream, peer);
+        normalized.protocol = Protocol::WebSocket;
         let op = Operation::begin(prepare_state.gateway.clone(), normalized)
             .map_err(|e| e.render().message)?;
         Ok(prepare_state.prepare(&built, request, &op))

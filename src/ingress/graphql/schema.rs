@@ -16,7 +16,8 @@
 //!   or strings), int32 → `Int`, uint32 → `UInt32`, float/double → `Float`, bytes → `Bytes`
 //!   (base64), enums → enums with the proto value names, maps → `[<Parent><Field>Entry!]!` of
 //!   `{key, value}`, Timestamp → `DateTime` (RFC 3339), Duration → `String` ("1.5s"), wrappers →
-//!   nullable scalars, Struct/Value/ListValue/Any → `JSON`, FieldMask → `[String!]`, Empty →
+//!   nullable scalars, Struct/Value/ListValue/Any → `JSON`, FieldMask → `[String!]` (paths by
+//!   proto name `page_count` or JSON name `pageCount`; read back in JSON form), Empty →
 //!   no arguments / `Boolean` result.
 //! - type names drop the package (`library.v1.Book` → `Book`, nested `Book.State` →
 //!   `BookState`); when two types would get one name, both get the package as a prefix
@@ -167,13 +168,22 @@ pub(crate) fn output_options() -> SerializeOptions {
 }
 
 /// A reply message as the JSON tree resolvers read.
+///
+/// Serialized to text first: `serde_json::value::Serializer` widens a `float` to f64 and
+/// would show 4.1 as 4.099999904632568, while the text form writes the shortest f32 digits.
 pub(crate) fn to_json(message: &DynamicMessage) -> Result<serde_json::Value, Error> {
+    let error = |e: serde_json::Error| Error::UpstreamProtocol {
+        upstream: String::new(),
+        reason: format!("reply cannot be shown as JSON: {e}"),
+    };
+    let mut text = Vec::new();
     message
-        .serialize_with_options(serde_json::value::Serializer, &output_options())
-        .map_err(|e| Error::UpstreamProtocol {
-            upstream: String::new(),
-            reason: format!("reply cannot be shown as JSON: {e}"),
-        })
+        .serialize_with_options(
+            &mut serde_json::Serializer::new(&mut text),
+            &output_options(),
+        )
+        .map_err(error)?;
+    serde_json::from_slice(&text).map_err(error)
 }
 
 /// Turn a gateway error into a GraphQL error with `extensions.code`.
@@ -952,7 +962,7 @@ fn fix_input(json: &mut serde_json::Value, message: &MessageDescriptor) {
                 if let serde_json::Value::Array(paths) = value {
                     let joined: Vec<String> = paths
                         .iter()
-                        .filter_map(|p| p.as_str().map(str::to_string))
+                        .filter_map(|p| p.as_str().map(json_path))
                         .collect();
                     *value = serde_json::Value::String(joined.join(","));
                 }
@@ -966,6 +976,24 @@ fn fix_input(json: &mut serde_json::Value, message: &MessageDescriptor) {
             }
         }
     }
+}
+
+/// A FieldMask path in its proto3 JSON form: `page_count` (the proto name, as gRPC clients and
+/// proto comments spell paths) becomes `pageCount`; a path already in that form is unchanged.
+/// Other underscores are kept, for the decoder to refuse.
+fn json_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut chars = path.chars().peekable();
+    while let Some(c) = chars.next() {
+        match chars.peek() {
+            Some(&next) if c == '_' && next.is_ascii_lowercase() => {
+                out.push(next.to_ascii_uppercase());
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Build the request message of `method` from GraphQL arguments.
