@@ -410,6 +410,29 @@ pub struct HttpFieldConfig {
     pub description: Option<String>,
 }
 
+/// A problem found after parsing (descriptors, route table, GraphQL schema), located at the
+/// config key to blame when there is one; `Loaded::locate` turns it into a `ConfigError` with
+/// its line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyError {
+    pub at: Option<String>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(at) = &self.at {
+            write!(f, "{at}: ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
 /// A config file read and validated, with its source map for errors found later.
 #[derive(Debug)]
 pub struct Loaded {

@@ -49,27 +49,9 @@ fn is_infrastructure(service: &str) -> bool {
     service.starts_with("grpc.reflection.") || service.starts_with("grpc.health.")
 }
 
-/// Why a backend's API could not be learnt, located at the config key to fix.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FetchError {
-    /// Config key path (`grpc[0].descriptors[1]`), when one is to blame.
-    pub at: Option<String>,
-    pub message: String,
-    pub hint: Option<String>,
-}
 
-impl std::fmt::Display for FetchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(at) = &self.at {
-            write!(f, "{at}: ")?;
-        }
-        f.write_str(&self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " ({hint})")?;
-        }
-        Ok(())
-    }
-}
+/// A descriptor problem, located at the config key to blame.
+pub type FetchError = crate::config::KeyError;
 
 impl FetchError {
     fn at(at: String, message: String) -> FetchError {

@@ -17,26 +17,9 @@ use crate::transcode::fields::{BodyBinding, FieldPath};
 use crate::transcode::template::{MatcherBuilder, PathTemplate};
 use crate::upstream::grpc::GrpcUpstream;
 
-/// A problem found while building, located at a config key when it comes from the config.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BuildError {
-    pub at: Option<String>,
-    pub message: String,
-    pub hint: Option<String>,
-}
 
-impl std::fmt::Display for BuildError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(at) = &self.at {
-            write!(f, "{at}: ")?;
-        }
-        f.write_str(&self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " ({hint})")?;
-        }
-        Ok(())
-    }
-}
+/// A problem found while building, located at a config key when it comes from the config.
+pub type BuildError = crate::config::KeyError;
 
 fn error(at: Option<&str>, message: String) -> BuildError {
     BuildError {

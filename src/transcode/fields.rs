@@ -837,20 +837,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use prost_reflect::DescriptorPool;
-    use std::sync::OnceLock;
 
     fn pool() -> &'static DescriptorPool {
-        static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-        POOL.get_or_init(|| {
-            let dirs = [
-                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/protos"),
-                concat!(env!("CARGO_MANIFEST_DIR"), "/descriptors"),
-            ];
-            let mut compiler = protox::Compiler::new(dirs).unwrap();
-            compiler.include_imports(true);
-            compiler.open_files(["omnigate/test.proto"]).unwrap();
-            compiler.descriptor_pool()
-        })
+        crate::transcode::test_pool()
     }
 
     fn desc(name: &str) -> MessageDescriptor {

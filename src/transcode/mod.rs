@@ -9,3 +9,21 @@ pub mod fields;
 pub mod json;
 pub mod rest;
 pub mod template;
+
+/// The descriptor pool of the transcoding unit tests (`tests/protos/omnigate/test.proto`).
+#[cfg(test)]
+pub(crate) fn test_pool() -> &'static prost_reflect::DescriptorPool {
+    static POOL: std::sync::OnceLock<prost_reflect::DescriptorPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let dirs = [
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/protos"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/descriptors"),
+        ];
+        let mut compiler = protox::Compiler::new(dirs).expect("test proto dirs");
+        compiler.include_imports(true);
+        compiler
+            .open_files(["omnigate/test.proto", "google/rpc/status.proto"])
+            .expect("test protos compile");
+        compiler.descriptor_pool()
+    })
+}
