@@ -49,7 +49,6 @@ fn is_infrastructure(service: &str) -> bool {
     service.starts_with("grpc.reflection.") || service.starts_with("grpc.health.")
 }
 
-
 /// A descriptor problem, located at the config key to blame.
 pub type FetchError = crate::config::KeyError;
 

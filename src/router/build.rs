@@ -17,7 +17,6 @@ use crate::transcode::fields::{BodyBinding, FieldPath};
 use crate::transcode::template::{MatcherBuilder, PathTemplate};
 use crate::upstream::grpc::GrpcUpstream;
 
-
 /// A problem found while building, located at a config key when it comes from the config.
 pub type BuildError = crate::config::KeyError;
 

@@ -76,15 +76,10 @@ impl ExtensionFactory for Limits {
     }
 }
 
-#[async_graphql::async_trait::async_trait]
-impl Extension for Limits {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
+impl Limits {
+    /// The parsed document of `query`, checked against the size, root-field and alias limits;
+    /// parsed once per distinct document (cached).
+    pub(crate) fn document(&self, query: &str) -> ServerResult<ExecutableDocument> {
         if query.len() > self.max_document_bytes {
             return Err(limit_error(
                 format!(
@@ -103,7 +98,7 @@ impl Extension for Limits {
         {
             return Ok(document);
         }
-        let document = next.run(ctx, query, variables).await?;
+        let document = async_graphql::parser::parse_query(query).map_err(ServerError::from)?;
         let operations: Vec<&SelectionSet> = match &document.operations {
             DocumentOperations::Single(op) => vec![&op.node.selection_set.node],
             DocumentOperations::Multiple(ops) => {
@@ -162,5 +157,20 @@ impl Extension for Limits {
             cache.put(query.to_string(), document.clone());
         }
         Ok(document)
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for Limits {
+    async fn parse_query(
+        &self,
+        _ctx: &ExtensionContext<'_>,
+        query: &str,
+        _variables: &Variables,
+        _next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        // Replaces the default parse (which is `parser::parse_query` too) so that parsing is
+        // cached and limited.
+        self.document(query)
     }
 }

@@ -246,7 +246,7 @@ async fn handle(
     let built = state.current();
     if method == Method::GET {
         for request in batch.iter() {
-            if operation_type(request) == Some(OperationType::Mutation) {
+            if operation_type(&state.settings.limits, request) == Some(OperationType::Mutation) {
                 let mut response = errors_response(
                     StatusCode::METHOD_NOT_ALLOWED,
                     vec![async_graphql::ServerError::new(
@@ -277,7 +277,7 @@ async fn handle(
     }
     if batch
         .iter()
-        .any(|r| operation_type(r) == Some(OperationType::Subscription))
+        .any(|r| operation_type(&state.settings.limits, r) == Some(OperationType::Subscription))
     {
         // async-graphql would only say "not supported on this transport": name the ones that are.
         let status = if graphql_response {
@@ -325,8 +325,10 @@ fn before_execution(response: &async_graphql::Response) -> bool {
         && response.errors.iter().all(|e| e.path.is_empty())
 }
 
-fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
-    let document = async_graphql::parser::parse_query(&request.query).ok()?;
+/// The type of the operation `request` runs; `None` when the document does not parse or pass
+/// the limits (execution then reports why).
+fn operation_type(limits: &Limits, request: &async_graphql::Request) -> Option<OperationType> {
+    let document = limits.document(&request.query).ok()?;
     match document.operations {
         async_graphql::parser::types::DocumentOperations::Single(op) => Some(op.node.ty),
         // One named operation parses as `Multiple` and runs without an `operationName`.

@@ -63,6 +63,8 @@ pub(crate) enum ScalarKind {
     Int64,
     UInt64,
     Float,
+    /// A proto `float`: also `Float` in GraphQL, but shown with f32 precision.
+    Float32,
     Boolean,
     String,
     Bytes,
@@ -75,7 +77,7 @@ impl ScalarKind {
             ScalarKind::UInt32 => "UInt32",
             ScalarKind::Int64 => "Int64",
             ScalarKind::UInt64 => "UInt64",
-            ScalarKind::Float => "Float",
+            ScalarKind::Float | ScalarKind::Float32 => "Float",
             ScalarKind::Boolean => "Boolean",
             ScalarKind::String => "String",
             ScalarKind::Bytes => "Bytes",
@@ -88,7 +90,8 @@ impl ScalarKind {
             Kind::Uint32 | Kind::Fixed32 => ScalarKind::UInt32,
             Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => ScalarKind::Int64,
             Kind::Uint64 | Kind::Fixed64 => ScalarKind::UInt64,
-            Kind::Float | Kind::Double => ScalarKind::Float,
+            Kind::Float => ScalarKind::Float32,
+            Kind::Double => ScalarKind::Float,
             Kind::Bool => ScalarKind::Boolean,
             Kind::String => ScalarKind::String,
             Kind::Bytes => ScalarKind::Bytes,
@@ -100,7 +103,7 @@ impl ScalarKind {
         match self {
             ScalarKind::Int | ScalarKind::UInt32 => Value::from(0),
             ScalarKind::Int64 | ScalarKind::UInt64 => Value::from("0"),
-            ScalarKind::Float => Value::from(0.0),
+            ScalarKind::Float | ScalarKind::Float32 => Value::from(0.0),
             ScalarKind::Boolean => Value::from(false),
             ScalarKind::String | ScalarKind::Bytes => Value::from(""),
         }
@@ -133,9 +136,8 @@ fn well_known(full_name: &str) -> Option<Shape> {
         | "google.protobuf.Any" => Shape::Json,
         "google.protobuf.FieldMask" => Shape::FieldMask,
         "google.protobuf.Empty" => Shape::Empty,
-        "google.protobuf.DoubleValue" | "google.protobuf.FloatValue" => {
-            Shape::Scalar(ScalarKind::Float)
-        }
+        "google.protobuf.FloatValue" => Shape::Scalar(ScalarKind::Float32),
+        "google.protobuf.DoubleValue" => Shape::Scalar(ScalarKind::Float),
         "google.protobuf.Int64Value" => Shape::Scalar(ScalarKind::Int64),
         "google.protobuf.UInt64Value" => Shape::Scalar(ScalarKind::UInt64),
         "google.protobuf.Int32Value" => Shape::Scalar(ScalarKind::Int),
@@ -176,14 +178,9 @@ pub(crate) fn to_json(message: &DynamicMessage) -> Result<serde_json::Value, Err
         upstream: String::new(),
         reason: format!("reply cannot be shown as JSON: {e}"),
     };
-    let mut text = Vec::new();
     message
-        .serialize_with_options(
-            &mut serde_json::Serializer::new(&mut text),
-            &output_options(),
-        )
-        .map_err(error)?;
-    serde_json::from_slice(&text).map_err(error)
+        .serialize_with_options(serde_json::value::Serializer, &output_options())
+        .map_err(error)
 }
 
 /// Turn a gateway error into a GraphQL error with `extensions.code`.
@@ -902,7 +899,13 @@ fn scalar(value: &serde_json::Value, kind: ScalarKind) -> Option<Value> {
             Some(Value::String(n.to_string()))
         }
         // NaN and infinities have no GraphQL Float: null.
-        (ScalarKind::Float, serde_json::Value::String(_)) => None,
+        (ScalarKind::Float | ScalarKind::Float32, serde_json::Value::String(_)) => None,
+        // A proto `float` reaches JSON widened to f64 (4.1 → 4.099999904632568): show it as
+        // the shortest decimal that reads back as the same f32.
+        (ScalarKind::Float32, serde_json::Value::Number(n)) => {
+            let shortest = (n.as_f64()? as f32).to_string().parse::<f64>().ok()?;
+            Some(Value::Number(async_graphql::Number::from_f64(shortest)?))
+        }
         _ => Value::from_json(value.clone()).ok(),
     }
 }
