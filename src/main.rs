@@ -9,6 +9,12 @@ use clap::{Args, Parser, Subcommand};
 use omnigate::config::{self, Loaded};
 use omnigate::gateway::Gateway;
 
+/// mimalloc instead of glibc's malloc: the request paths allocate many small, short-lived
+/// buffers, and glibc's malloc/free were 13–17 % of the gateway's CPU under load
+/// (bench/PROFILE.md). Costs a few MB of RSS.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "omnigate",
