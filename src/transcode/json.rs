@@ -1011,7 +1011,7 @@ struct GuardMap<'a, A> {
     map: A,
     ctx: Ctx,
     shared: &'a Shared,
-    /// Keys seen in this object, verbatim.
+    /// Keys seen in this object, verbatim (but those of known message fields: see `fields`).
     keys: HashSet<String>,
     /// (field number, key as sent) for message objects.
     fields: Vec<(u32, String)>,
@@ -1024,9 +1024,7 @@ struct GuardMap<'a, A> {
 impl<A> GuardMap<'_, A> {
     fn check_key(&mut self, key: String) -> Result<(), String> {
         if self.keys.contains(&key) {
-            return Err(format!(
-                "duplicate key `{key}`: each key may appear only once in a JSON object"
-            ));
+            return Err(duplicate_key(&key));
         }
         match &self.ctx {
             Ctx::Message(desc) => {
@@ -1036,13 +1034,18 @@ impl<A> GuardMap<'_, A> {
                 if let Some(field) = field {
                     if let Some((_, prev)) = self.fields.iter().find(|(n, _)| *n == field.number())
                     {
+                        if *prev == key {
+                            return Err(duplicate_key(&key));
+                        }
                         return Err(format!(
                             "field `{}` is given twice, as `{prev}` and as `{key}`",
                             field.name()
                         ));
                     }
                     self.fields.push((field.number(), key.clone()));
-                    self.pending = Some((field, key.clone()));
+                    self.pending = Some((field, key));
+                    // A known field's key is remembered in `fields`, not in `keys`.
+                    return Ok(());
                 } else if self.shared.deny_unknown
                     && desc.get_extension_by_json_name(&key).is_none()
                 {
@@ -1063,6 +1066,10 @@ impl<A> GuardMap<'_, A> {
         self.keys.insert(key);
         Ok(())
     }
+}
+
+fn duplicate_key(key: &str) -> String {
+    format!("duplicate key `{key}`: each key may appear only once in a JSON object")
 }
 
 /// JSON map keys are strings; integral and bool keys must parse.
