@@ -7,10 +7,14 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -20,16 +24,102 @@ use tower::ServiceExt;
 
 use crate::gateway::Gateway;
 use crate::ingress;
+use crate::ingress::graphql::GraphqlState;
+use crate::request::{Body, BoxError};
 use crate::router::build::BuildError;
 
 /// The HTTP application: every ingress mounted on one router (GraphQL on its path, REST for
 /// everything else). Fails when the GraphQL config does not fit the descriptors.
 pub fn app(gateway: Arc<Gateway>) -> Result<axum::Router, Vec<BuildError>> {
+    let graphql = ingress::graphql::GraphqlState::new(gateway.clone())?;
+    Ok(routed(gateway, graphql))
+}
+
+fn routed(gateway: Arc<Gateway>, graphql: Option<Arc<GraphqlState>>) -> axum::Router {
     let mut router = axum::Router::<Arc<Gateway>>::new();
-    if let Some(graphql) = ingress::graphql::GraphqlState::new(gateway.clone())? {
+    if let Some(graphql) = graphql {
         router = router.merge(ingress::graphql::router(graphql));
     }
-    Ok(router.fallback(ingress::rest::handle).with_state(gateway))
+    router.fallback(ingress::rest::handle).with_state(gateway)
+}
+
+/// What serves each request of a connection.
+#[derive(Clone)]
+enum App {
+    /// Several ingresses: axum routes between them.
+    Routed(axum::Router),
+    /// REST only (no GraphQL configured): hyper calls the REST ingress directly, without
+    /// axum's routing, boxed services and second boxing of both bodies. Same responses: the
+    /// router above would send every request to the same REST fallback.
+    RestOnly(Arc<Gateway>),
+}
+
+impl App {
+    fn new(gateway: Arc<Gateway>) -> Result<App, Vec<BuildError>> {
+        match GraphqlState::new(gateway.clone())? {
+            Some(graphql) => Ok(App::Routed(routed(gateway, Some(graphql)))),
+            None => Ok(App::RestOnly(gateway)),
+        }
+    }
+
+    async fn serve(
+        self,
+        request: http::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> http::Response<ReplyBody> {
+        match self {
+            App::Routed(router) => {
+                let mut request = request.map(axum::body::Body::new);
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(peer));
+                let response = router.oneshot(request).await.unwrap_or_else(|e| match e {});
+                response.map(ReplyBody::Routed)
+            }
+            App::RestOnly(gateway) => {
+                let request = ingress::rest::normalize(request, Some(peer));
+                ingress::rest::serve(&gateway, request)
+                    .await
+                    .map(ReplyBody::Rest)
+            }
+        }
+    }
+}
+
+/// A response body of either [`App`] (an enum rather than a second box around each).
+enum ReplyBody {
+    Routed(axum::body::Body),
+    Rest(Body),
+}
+
+impl http_body::Body for ReplyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // Both bodies are boxed inside, hence `Unpin`.
+        match self.get_mut() {
+            ReplyBody::Routed(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            ReplyBody::Rest(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReplyBody::Routed(body) => body.is_end_stream(),
+            ReplyBody::Rest(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReplyBody::Routed(body) => body.size_hint(),
+            ReplyBody::Rest(body) => body.size_hint(),
+        }
+    }
 }
 
 /// Serve until `shutdown` resolves, then drain for at most the configured grace period.
@@ -45,7 +135,7 @@ pub async fn run(
     let grace = gateway.settings.shutdown_grace;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     gateway.spawn_refresh(stop_rx);
-    let app = app(gateway).map_err(|errors| {
+    let app = App::new(gateway).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         std::io::Error::other(lines.join("\n"))
     })?;
@@ -73,11 +163,9 @@ pub async fn run(
                 };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
-                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let mut request = request.map(axum::body::Body::new);
-                    request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                    let response = app.clone().oneshot(request);
-                    async move { Ok::<_, Infallible>(response.await.unwrap_or_else(|e| match e {})) }
+                let service = hyper::service::service_fn(move |request| {
+                    let response = app.clone().serve(request, peer);
+                    async move { Ok::<_, Infallible>(response.await) }
                 });
                 let connection = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)

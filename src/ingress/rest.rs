@@ -1,6 +1,6 @@
 //! REST ingress: any HTTP request that no other ingress claims.
 //!
-//! In: an axum request. Out: the pipeline's response, or an error rendered as a
+//! In: an HTTP request (hyper's or axum's). Out: the pipeline's response, or an error rendered as a
 //! `google.rpc.Status` JSON body with the matching HTTP status (and `Allow` on a 405).
 //! Every response carries `X-Request-Id` (the client's, or one generated here).
 
@@ -10,15 +10,17 @@ use std::time::Instant;
 
 use axum::extract::{ConnectInfo, State};
 use axum::response::IntoResponse;
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::pipeline;
-use crate::request::{body_from, full_body, parse_grpc_timeout, Protocol, Request};
+use crate::request::{body_from, full_body, parse_grpc_timeout, BoxError, Protocol, Request};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The axum fallback: used when the app also mounts other ingresses (GraphQL).
 pub async fn handle(
     State(gateway): State<Arc<Gateway>>,
     request: axum::extract::Request,
@@ -27,12 +29,20 @@ pub async fn handle(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
-    let request = normalize(request, peer);
+    serve(&gateway, normalize(request, peer))
+        .await
+        .map(axum::body::Body::new)
+        .into_response()
+}
+
+/// Serve one [`normalize`]d REST request (the server calls this directly when REST is the
+/// only ingress, axum through [`handle`] otherwise).
+pub async fn serve(gateway: &Gateway, request: Request) -> crate::request::Response {
     let id = request.id.clone();
-    let started = Instant::now();
-    let method = request.method.clone();
-    let path = request.uri.path().to_string();
-    let mut response = match pipeline::serve(&gateway, request).await {
+    // Only what the debug line needs, and only when it will be written.
+    let debug = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (Instant::now(), request.method.clone(), request.uri.clone()));
+    let mut response = match pipeline::serve(gateway, request).await {
         Ok(response) => response,
         Err(error) => {
             error.log(&id);
@@ -42,20 +52,34 @@ pub async fn handle(
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
-    tracing::debug!(request_id = %id, %method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "Request served.");
-    response.map(axum::body::Body::new).into_response()
+    if let Some((started, method, uri)) = debug {
+        tracing::debug!(request_id = %id, %method, path = uri.path(), status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "Request served.");
+    }
+    response
 }
 
-/// axum request → internal request.
-pub fn normalize(request: axum::extract::Request, peer: Option<SocketAddr>) -> Request {
+/// A random (version 4) UUID for a request that brought no id. The bytes come from a fast
+/// per-thread generator rather than the OS (one `getrandom` syscall per request): an id only
+/// has to be unique enough to correlate logs, not unpredictable.
+fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+        .into_uuid()
+        .to_string()
+}
+
+/// HTTP request → internal request.
+pub fn normalize<B>(request: http::Request<B>, peer: Option<SocketAddr>) -> Request
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let (parts, body) = request.into_parts();
     let id = parts
         .headers
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 200)
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .map_or_else(new_request_id, str::to_string);
     let host = parts
         .headers
         .get(http::header::HOST)

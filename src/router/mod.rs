@@ -104,7 +104,10 @@ pub fn find<'a>(
     uri: &http::Uri,
 ) -> Result<Target<'a>, Error> {
     let path = uri.path();
-    let allowed = match table.bindings.find(method.as_str(), path, table.unescape) {
+    match table
+        .bindings
+        .find_for_method(method.as_str(), path, table.unescape)
+    {
         Ok(Match::Found {
             value, bindings, ..
         }) => {
@@ -113,13 +116,12 @@ pub fn find<'a>(
                 vars: bindings,
             })
         }
-        Ok(Match::MethodNotAllowed { allowed }) => allowed,
-        Ok(Match::NotFound) => Vec::new(),
+        Ok(Match::NotFound | Match::MethodNotAllowed { .. }) => {}
         Err(e) => {
             let crate::transcode::template::MatchError::InvalidEncoding { variable } = &e;
             return Err(Error::invalid(variable.clone(), e.to_string()));
         }
-    };
+    }
     let host = host.map(strip_port);
     if let Some(route) = table
         .http
@@ -131,6 +133,9 @@ pub fn find<'a>(
             path_and_query: rewrite(route, uri),
         });
     }
+    // Neither a binding for this method nor an HTTP route: a 405 when other methods have a
+    // binding for the path (only worked out now, so proxied requests never pay for it).
+    let allowed = table.bindings.allowed_methods(method.as_str(), path);
     if allowed.is_empty() {
         Err(Error::NoRoute {
             method: method.to_string(),

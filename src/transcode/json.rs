@@ -129,16 +129,44 @@ pub fn decode_message(
         deny_unknown: !opts.ignore_unknown_fields,
     };
     let de_opts = DeserializeOptions::new().deny_unknown_fields(shared.deny_unknown);
+    parse_tracked(text, |json, track| {
+        let guard = Guard::root(json, ctx.clone(), &shared);
+        match track {
+            None => DynamicMessage::deserialize_with_options(desc.clone(), guard, &de_opts),
+            Some(track) => DynamicMessage::deserialize_with_options(
+                desc.clone(),
+                serde_path_to_error::Deserializer::new(guard, track),
+                &de_opts,
+            ),
+        }
+    })
+}
+
+type JsonDeserializer<'t> = serde_json::Deserializer<serde_json::de::StrRead<'t>>;
+
+/// Run `parse` over the whole of `text`, first without path tracking; only when that fails,
+/// run it again with tracking, to say where the error is. The success path then does not
+/// pay for `serde_path_to_error` (a `String` per object key); parsing is deterministic, so
+/// the second run fails the same way.
+fn parse_tracked<T>(
+    text: &str,
+    parse: impl Fn(
+        &mut JsonDeserializer<'_>,
+        Option<&mut serde_path_to_error::Track>,
+    ) -> Result<T, serde_json::Error>,
+) -> Result<T, FieldError> {
+    let mut json = serde_json::Deserializer::from_str(text);
+    let first = match parse(&mut json, None) {
+        Ok(value) => {
+            json.end().map_err(|e| malformed(&e))?;
+            return Ok(value);
+        }
+        Err(first) => first,
+    };
     let mut json = serde_json::Deserializer::from_str(text);
     let mut track = serde_path_to_error::Track::new();
-    let result = DynamicMessage::deserialize_with_options(
-        desc.clone(),
-        serde_path_to_error::Deserializer::new(Guard::root(&mut json, ctx, &shared), &mut track),
-        &de_opts,
-    );
-    let msg = result.map_err(|e| convert_de_error(&e, track))?;
-    json.end().map_err(|e| malformed(&e))?;
-    Ok(msg)
+    let error = parse(&mut json, Some(&mut track)).err().unwrap_or(first);
+    Err(convert_de_error(&error, track))
 }
 
 /// Decodes a body holding the proto3 JSON value of one field (`body: "tags"` takes a JSON
@@ -160,21 +188,28 @@ pub fn decode_field_value(
         deny_unknown: !opts.ignore_unknown_fields,
     };
     let de_opts = DeserializeOptions::new().deny_unknown_fields(shared.deny_unknown);
-    let mut json = serde_json::Deserializer::from_str(text);
-    let mut track = serde_path_to_error::Track::new();
     // prost-reflect only exposes whole-message deserialization, so present the body to it as
     // the value of a one-entry object `{"<jsonName>": <body>}` without copying anything.
-    let single = SingleField {
-        key: field.json_name(),
-        value: serde_path_to_error::Deserializer::new(
-            Guard::root(&mut json, ctx, &shared),
-            &mut track,
-        ),
-    };
-    let result =
-        DynamicMessage::deserialize_with_options(field.parent_message().clone(), single, &de_opts);
-    let mut parent = result.map_err(|e| convert_de_error(&e, track))?;
-    json.end().map_err(|e| malformed(&e))?;
+    let parent = field.parent_message();
+    let mut parent = parse_tracked(text, |json, track| {
+        let guard = Guard::root(json, ctx.clone(), &shared);
+        let key = field.json_name();
+        match track {
+            None => DynamicMessage::deserialize_with_options(
+                parent.clone(),
+                SingleField { key, value: guard },
+                &de_opts,
+            ),
+            Some(track) => DynamicMessage::deserialize_with_options(
+                parent.clone(),
+                SingleField {
+                    key,
+                    value: serde_path_to_error::Deserializer::new(guard, track),
+                },
+                &de_opts,
+            ),
+        }
+    })?;
     Ok(parent.take_field(field))
 }
 
@@ -976,7 +1011,7 @@ struct GuardMap<'a, A> {
     map: A,
     ctx: Ctx,
     shared: &'a Shared,
-    /// Keys seen in this object, verbatim.
+    /// Keys seen in this object, verbatim (but those of known message fields: see `fields`).
     keys: HashSet<String>,
     /// (field number, key as sent) for message objects.
     fields: Vec<(u32, String)>,
@@ -989,9 +1024,7 @@ struct GuardMap<'a, A> {
 impl<A> GuardMap<'_, A> {
     fn check_key(&mut self, key: String) -> Result<(), String> {
         if self.keys.contains(&key) {
-            return Err(format!(
-                "duplicate key `{key}`: each key may appear only once in a JSON object"
-            ));
+            return Err(duplicate_key(&key));
         }
         match &self.ctx {
             Ctx::Message(desc) => {
@@ -1001,13 +1034,18 @@ impl<A> GuardMap<'_, A> {
                 if let Some(field) = field {
                     if let Some((_, prev)) = self.fields.iter().find(|(n, _)| *n == field.number())
                     {
+                        if *prev == key {
+                            return Err(duplicate_key(&key));
+                        }
                         return Err(format!(
                             "field `{}` is given twice, as `{prev}` and as `{key}`",
                             field.name()
                         ));
                     }
                     self.fields.push((field.number(), key.clone()));
-                    self.pending = Some((field, key.clone()));
+                    self.pending = Some((field, key));
+                    // A known field's key is remembered in `fields`, not in `keys`.
+                    return Ok(());
                 } else if self.shared.deny_unknown
                     && desc.get_extension_by_json_name(&key).is_none()
                 {
@@ -1028,6 +1066,10 @@ impl<A> GuardMap<'_, A> {
         self.keys.insert(key);
         Ok(())
     }
+}
+
+fn duplicate_key(key: &str) -> String {
+    format!("duplicate key `{key}`: each key may appear only once in a JSON object")
 }
 
 /// JSON map keys are strings; integral and bool keys must parse.

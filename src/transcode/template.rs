@@ -1231,42 +1231,69 @@ impl<T> Matcher<T> {
         path: &str,
         mode: UnescapeMode,
     ) -> Result<Match<'_, T>, MatchError> {
+        match self.find_for_method(method, path, mode)? {
+            Match::NotFound => {
+                let allowed = self.allowed_methods(method, path);
+                if allowed.is_empty() {
+                    Ok(Match::NotFound)
+                } else {
+                    Ok(Match::MethodNotAllowed { allowed })
+                }
+            }
+            found => Ok(found),
+        }
+    }
+
+    /// Like [`find`](Self::find), but only looks at `method`'s templates: `NotFound`
+    /// instead of `MethodNotAllowed`. For callers that have other places to route a request
+    /// to before reporting a 405 (and then ask [`allowed_methods`](Self::allowed_methods)).
+    pub fn find_for_method(
+        &self,
+        method: &str,
+        path: &str,
+        mode: UnescapeMode,
+    ) -> Result<Match<'_, T>, MatchError> {
         let Some(body) = path.strip_prefix('/') else {
             return Ok(Match::NotFound);
         };
-        let split = split_verb(body);
-        let trie = self.tries.iter().find(|t| &*t.method == method);
-        if let Some(trie) = trie {
-            let plain = trie.lookup(body, None).map(|e| (e, body));
-            let verbed = split.and_then(|(b, v)| trie.lookup(b, Some(v)).map(|e| (e, b)));
-            let best = match (plain, verbed) {
-                (Some(p), Some(v)) => Some(if self.compare(v.0, p.0) == Ordering::Less {
-                    v
-                } else {
-                    p
-                }),
-                (p, v) => p.or(v),
-            };
-            if let Some((entry, used)) = best {
+        let Some(trie) = self.tries.iter().find(|t| &*t.method == method) else {
+            return Ok(Match::NotFound);
+        };
+        let plain = trie.lookup(body, None).map(|e| (e, body));
+        let verbed = split_verb(body).and_then(|(b, v)| trie.lookup(b, Some(v)).map(|e| (e, b)));
+        let best = match (plain, verbed) {
+            (Some(p), Some(v)) => Some(if self.compare(v.0, p.0) == Ordering::Less {
+                v
+            } else {
+                p
+            }),
+            (p, v) => p.or(v),
+        };
+        match best {
+            Some((entry, used)) => {
                 let entry = &self.entries[entry];
-                return Ok(Match::Found {
+                Ok(Match::Found {
                     value: &entry.value,
                     bindings: bind(&entry.template, used, mode)?,
                     template: &entry.template,
-                });
+                })
             }
+            None => Ok(Match::NotFound),
         }
-        let allowed: Vec<String> = self
-            .tries
+    }
+
+    /// The methods other than `method` that have a template matching `path` (sorted,
+    /// without duplicates; empty when none does).
+    pub fn allowed_methods(&self, method: &str, path: &str) -> Vec<String> {
+        let Some(body) = path.strip_prefix('/') else {
+            return Vec::new();
+        };
+        let split = split_verb(body);
+        self.tries
             .iter()
             .filter(|t| &*t.method != method && t.matches(body, split))
             .map(|t| t.method.to_string())
-            .collect();
-        if allowed.is_empty() {
-            Ok(Match::NotFound)
-        } else {
-            Ok(Match::MethodNotAllowed { allowed })
-        }
+            .collect()
     }
 
     /// Specificity order between two entries matching the same request: `Less` if `a` wins.
