@@ -6,36 +6,178 @@
 //!
 //! What it adds: `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host`,
 //! `X-Real-IP`; `Host` rewritten to the upstream's authority unless `preserve_host`; hop-by-hop
-//! headers removed both ways (RFC 9110 §7.6.1). Connections are pooled and kept alive by
-//! hyper-util's client.
+//! headers removed both ways (RFC 9110 §7.6.1). Connections are HTTP/1.1, kept alive and pooled
+//! per upstream (see [`Pool`]).
 
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 
 use crate::error::Error;
-use crate::request::{body_from, Body, Request, Response};
+use crate::request::{body_from, Body, BoxError, Request, Response};
 
-/// The pooled client every HTTP upstream shares (pools are per authority inside).
+/// Connection settings every HTTP upstream shares.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Body>,
+    connect_timeout: Duration,
 }
 
 impl HttpClient {
     pub fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-        HttpClient { client }
+        HttpClient { connect_timeout }
+    }
+}
+
+/// How long an idle upstream connection is kept for reuse.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per shard of a pool; more are closed when they come back.
+const MAX_IDLE_PER_SHARD: usize = 256;
+
+/// The idle keep-alive connections to one upstream, ready for their next request.
+///
+/// Sharded by thread: each serving thread (a tokio worker, or a per-core runtime) takes and
+/// returns connections in its own shard, so the lock is uncontended and a connection's
+/// background task usually runs on the thread that uses it.
+struct Pool {
+    shards: Box<[Mutex<Vec<(SendRequest<Body>, Instant)>>]>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("shards", &self.shards.len())
+            .finish()
+    }
+}
+
+/// This thread's shard number (threads are numbered in the order they first use a pool).
+fn shard_index(shards: usize) -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i) % shards
+}
+
+impl Pool {
+    fn new() -> Pool {
+        let shards = std::thread::available_parallelism().map_or(1, |n| n.get()) * 2;
+        Pool {
+            shards: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+        }
+    }
+
+    fn shard(&self) -> &Mutex<Vec<(SendRequest<Body>, Instant)>> {
+        &self.shards[shard_index(self.shards.len())]
+    }
+
+    /// The most recently used idle connection that is still open, if any.
+    fn take(&self) -> Option<SendRequest<Body>> {
+        let mut idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((sender, since)) = idle.pop() {
+            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, sender: SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_PER_SHARD {
+            idle.push((sender, Instant::now()));
+        }
+    }
+}
+
+/// Open a new HTTP/1.1 connection to `authority`; its I/O runs in a task on this runtime.
+async fn connect(
+    authority: &http::uri::Authority,
+    timeout: Duration,
+) -> Result<SendRequest<Body>, BoxError> {
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| format!("connecting to {authority} timed out after {timeout:?}"))?
+        .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+    stream.set_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+    socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "Upstream connection ended with an error.");
+        }
+    });
+    Ok(sender)
+}
+
+/// An upstream response body that gives its connection back to the pool once it has been
+/// read to the end (a body dropped earlier takes the connection down with it).
+struct Returning {
+    body: Incoming,
+    home: Option<(SendRequest<Body>, Arc<Pool>)>,
+}
+
+impl Returning {
+    fn give_back(&mut self) {
+        if let Some((sender, pool)) = self.home.take() {
+            pool.put(sender);
+        }
+    }
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        // A body with nothing left (or nothing at all, which nobody polls) still frees its
+        // connection.
+        if http_body::Body::is_end_stream(&self.body) {
+            self.give_back();
+        }
+    }
+}
+
+impl http_body::Body for Returning {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Err(_))) => this.home = None,
+            Poll::Ready(_) if this.body.is_end_stream() => this.give_back(),
+            Poll::Ready(None) => this.give_back(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -44,11 +186,14 @@ impl HttpClient {
 pub struct HttpUpstream {
     pub name: String,
     /// `http://host:port` plus an optional base path (without trailing slash).
-    scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     base_path: String,
     pub preserve_host: bool,
     pub timeout: Option<Duration>,
+    /// The `Host` header sent when the client's is not preserved.
+    host: HeaderValue,
+    /// Shared by the clones of this upstream (a config reload starts a new pool).
+    pool: Arc<Pool>,
 }
 
 impl HttpUpstream {
@@ -73,13 +218,20 @@ impl HttpUpstream {
             return Err(format!("{url}: an upstream URL cannot carry a query"));
         }
         let base_path = url.path().trim_end_matches('/').to_string();
+        // The port is left out when it is the default one, as clients do.
+        let host = match authority.port_u16() {
+            Some(80) | None => authority.host(),
+            Some(_) => authority.as_str(),
+        };
+        let host = HeaderValue::from_str(host).map_err(|e| format!("{url}: {e}"))?;
         Ok(HttpUpstream {
             name: name.to_string(),
-            scheme,
             authority,
             base_path,
             preserve_host,
             timeout,
+            host,
+            pool: Arc::new(Pool::new()),
         })
     }
 
@@ -92,11 +244,7 @@ impl HttpUpstream {
         request: Request,
         path_and_query: &str,
     ) -> Result<Response, Error> {
-        let uri = http::Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(upstream_target(&self.base_path, path_and_query))
-            .build()
+        let uri = http::Uri::try_from(upstream_target(&self.base_path, path_and_query))
             .map_err(|e| Error::invalid("", format!("cannot forward to this path: {e}")))?;
 
         let Request {
@@ -135,8 +283,7 @@ impl HttpUpstream {
                 headers.insert(header::HOST, host);
             }
         } else {
-            // hyper fills `Host` from the URI's authority when none is set.
-            headers.remove(header::HOST);
+            headers.insert(header::HOST, self.host.clone());
         }
 
         let mut upstream_request = http::Request::new(body);
@@ -152,7 +299,7 @@ impl HttpUpstream {
                 t.or_else(|| d.map(|d| d.saturating_duration_since(std::time::Instant::now())))
             }
         };
-        let send = client.client.request(upstream_request);
+        let send = self.send(client, upstream_request);
         let result = match timeout {
             Some(timeout) => match tokio::time::timeout(timeout, send).await {
                 Ok(result) => result,
@@ -165,18 +312,55 @@ impl HttpUpstream {
             },
             None => send.await,
         };
-        let response = result.map_err(|e| match crate::policy::limits::is_too_large(&e) {
-            // The request body passed the size limit while it streamed upstream: the client's
-            // fault, not the upstream's.
-            Some(limit) => Error::PayloadTooLarge { limit },
-            None => Error::UpstreamUnavailable {
-                upstream: self.name.clone(),
-                reason: error_chain(&e),
-            },
-        })?;
+        let (sender, response) =
+            result.map_err(|e| match crate::policy::limits::is_too_large(&*e) {
+                // The request body passed the size limit while it streamed upstream: the client's
+                // fault, not the upstream's.
+                Some(limit) => Error::PayloadTooLarge { limit },
+                None => Error::UpstreamUnavailable {
+                    upstream: self.name.clone(),
+                    reason: error_chain(&*e),
+                },
+            })?;
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
+        let body = Returning {
+            body,
+            home: Some((sender, self.pool.clone())),
+        };
         Ok(http::Response::from_parts(parts, body_from(body)))
+    }
+
+    /// Send `request` on an idle pooled connection, or on a new one when none is left. A
+    /// request a pooled connection could not even start (the upstream had closed it) is sent
+    /// again on the next one; one that failed on a new connection is an error.
+    async fn send(
+        &self,
+        client: &HttpClient,
+        mut request: http::Request<Body>,
+    ) -> Result<(SendRequest<Body>, http::Response<Incoming>), BoxError> {
+        loop {
+            let (mut sender, pooled) = match self.pool.take() {
+                Some(sender) => (sender, true),
+                None => (
+                    connect(&self.authority, client.connect_timeout).await?,
+                    false,
+                ),
+            };
+            if let Err(error) = sender.ready().await {
+                if pooled {
+                    continue;
+                }
+                return Err(error.into());
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((sender, response)),
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if pooled => request = unsent,
+                    _ => return Err(error.into_error().into()),
+                },
+            }
+        }
     }
 }
 
