@@ -215,12 +215,15 @@ async fn load(source: &Source) -> anyhow::Result<Option<(Loaded, std::sync::Arc<
 
 async fn serve(loaded: Loaded, gateway: std::sync::Arc<Gateway>) -> anyhow::Result<ExitCode> {
     let listen = loaded.validated.settings.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    let address = listener.local_addr().unwrap_or(listen);
+    // One listener and one single-threaded runtime per core (see `server::run_per_core`).
+    let listeners =
+        omnigate::server::bind_per_core(listen).with_context(|| format!("binding {listen}"))?;
+    let address = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(listen);
     tracing::info!(%address, bindings = gateway.snapshot().table.binding_count(), "omnigate is listening.");
-    omnigate::server::run(listener, gateway, shutdown_signal()).await?;
+    omnigate::server::run_per_core(listeners, gateway, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

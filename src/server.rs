@@ -134,21 +134,120 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let grace = gateway.settings.shutdown_grace;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    gateway.spawn_refresh(stop_rx);
-    let app = App::new(gateway).map_err(|errors| {
+    let app = start(&gateway, &stop_rx)?;
+    let serving = accept_loop(listener, app, stop_rx, grace);
+    tokio::pin!(serving);
+    tokio::select! {
+        () = shutdown => {}
+        result = &mut serving => return result,
+    }
+    tracing::info!("Shutting down: no new connections; draining in-flight requests.");
+    let _ = stop_tx.send(true);
+    serving.await
+}
+
+/// Bind `address` once per available core, every socket with `SO_REUSEPORT` so that the
+/// kernel spreads new connections over them (port 0: the first one picks the port).
+pub fn bind_per_core(address: SocketAddr) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(cores);
+    let mut address = address;
+    for _ in 0..cores {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(address),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        address = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// [`run`] on several listeners bound to one address (see [`bind_per_core`]): each is served
+/// by its own thread running a single-threaded runtime, so a connection, its requests and
+/// the upstream connections they open stay on one core. The calling runtime keeps the
+/// shared background work (descriptor refresh, gRPC channels created at start-up).
+pub async fn run_per_core(
+    listeners: Vec<std::net::TcpListener>,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = gateway.settings.shutdown_grace;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = start(&gateway, &stop_rx)?;
+    let mut finished = Vec::new();
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let app = app.clone();
+        let stop = stop_rx.clone();
+        std::thread::Builder::new()
+            .name(format!("omnigate-serve-{index}"))
+            .spawn(move || {
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|runtime| {
+                        runtime.block_on(async move {
+                            let listener = TcpListener::from_std(listener)?;
+                            accept_loop(listener, app, stop, grace).await
+                        })
+                    });
+                let _ = done_tx.send(served);
+            })?;
+        finished.push(done_rx);
+    }
+    shutdown.await;
+    tracing::info!("Shutting down: no new connections; draining in-flight requests.");
+    let _ = stop_tx.send(true);
+    let mut result = Ok(());
+    for done in finished {
+        match done.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => result = Err(error),
+            Err(_) => result = Err(std::io::Error::other("a serving thread panicked")),
+        }
+    }
+    result
+}
+
+/// Start the gateway's background work and build the application (fails when the GraphQL
+/// config does not fit the descriptors).
+fn start(
+    gateway: &Arc<Gateway>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<App> {
+    gateway.spawn_refresh(stop.clone());
+    App::new(gateway.clone()).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         std::io::Error::other(lines.join("\n"))
-    })?;
+    })
+}
+
+/// Accept and serve connections on `listener` until `stop` turns true, then close it and
+/// drain for at most `grace`.
+async fn accept_loop(
+    listener: TcpListener,
+    app: App,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Extended CONNECT, for WebSocket over HTTP/2 (as `axum::serve` enables it).
     builder.http2().enable_connect_protocol();
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
 
     loop {
         tokio::select! {
-            () = &mut shutdown => break,
+            // Only ever set to true (or dropped): any change means stop.
+            _ = stop.changed() => break,
             // Reap finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
@@ -181,8 +280,6 @@ pub async fn run(
     }
 
     drop(listener);
-    tracing::info!("Shutting down: no new connections; draining in-flight requests.");
-    let _ = stop_tx.send(true);
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => {

@@ -11,7 +11,7 @@
 //! with an HTML page or without any `grpc-status` has to become a 502, never be parsed as
 //! protobuf, and tonic's codec path folds that into ordinary statuses.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -29,11 +29,24 @@ use crate::request::format_grpc_timeout;
 /// Messages larger than this are refused in either direction unless configured otherwise.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// A lazily connecting channel (balanced per request over several endpoints). Its tasks run
+/// on the runtime this is called from.
+fn new_channel(endpoints: &[Endpoint]) -> Channel {
+    match endpoints {
+        [one] => one.connect_lazy(),
+        _ => Channel::balance_list(endpoints.iter().cloned()),
+    }
+}
+
 /// One gRPC backend: a name for errors and logs, and a pooled, multiplexed HTTP/2 channel.
 #[derive(Clone, Debug)]
 pub struct GrpcUpstream {
     name: Arc<str>,
     channel: Channel,
+    /// Calls go through a channel per serving thread, created on first use there, so that
+    /// its background tasks run on that thread's runtime (see `server::run_per_core`).
+    endpoints: Arc<[Endpoint]>,
+    local: Arc<[OnceLock<Channel>]>,
     max_message_bytes: usize,
 }
 
@@ -55,14 +68,14 @@ impl GrpcUpstream {
                     .map_err(|e| format!("invalid gRPC upstream URL {url}: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let channel = match endpoints.as_slice() {
-            [] => return Err(format!("gRPC upstream {name} has no URL")),
-            [one] => one.connect_lazy(),
-            _ => Channel::balance_list(endpoints.into_iter()),
-        };
+        if endpoints.is_empty() {
+            return Err(format!("gRPC upstream {name} has no URL"));
+        }
         Ok(GrpcUpstream {
             name: name.into(),
-            channel,
+            channel: new_channel(&endpoints),
+            endpoints: endpoints.into(),
+            local: (0..super::shard_count()).map(|_| OnceLock::new()).collect(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         })
     }
@@ -107,7 +120,9 @@ impl GrpcUpstream {
         }
 
         let deadline = deadline.map(|at| Deadline::starting_now(at, &self.name));
-        let mut channel = self.channel.clone();
+        let mut channel = self.local[super::shard_index(self.local.len())]
+            .get_or_init(|| new_channel(&self.endpoints))
+            .clone();
         let send = async {
             let ready = channel.ready().await.map_err(|e| self.unavailable(&e))?;
             ready.call(request).await.map_err(|e| {

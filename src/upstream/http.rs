@@ -10,7 +10,6 @@
 //! per upstream (see [`Pool`]).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -42,13 +41,16 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per shard of a pool; more are closed when they come back.
 const MAX_IDLE_PER_SHARD: usize = 256;
 
+/// An idle connection and when it became idle.
+type Idle = (SendRequest<Body>, Instant);
+
 /// The idle keep-alive connections to one upstream, ready for their next request.
 ///
 /// Sharded by thread: each serving thread (a tokio worker, or a per-core runtime) takes and
 /// returns connections in its own shard, so the lock is uncontended and a connection's
 /// background task usually runs on the thread that uses it.
 struct Pool {
-    shards: Box<[Mutex<Vec<(SendRequest<Body>, Instant)>>]>,
+    shards: Box<[Mutex<Vec<Idle>>]>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -59,25 +61,16 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// This thread's shard number (threads are numbered in the order they first use a pool).
-fn shard_index(shards: usize) -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    INDEX.with(|i| *i) % shards
-}
-
 impl Pool {
     fn new() -> Pool {
-        let shards = std::thread::available_parallelism().map_or(1, |n| n.get()) * 2;
+        let shards = super::shard_count();
         Pool {
             shards: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
         }
     }
 
-    fn shard(&self) -> &Mutex<Vec<(SendRequest<Body>, Instant)>> {
-        &self.shards[shard_index(self.shards.len())]
+    fn shard(&self) -> &Mutex<Vec<Idle>> {
+        &self.shards[super::shard_index(self.shards.len())]
     }
 
     /// The most recently used idle connection that is still open, if any.
