@@ -229,17 +229,28 @@ pub fn encode_message_to(
 ) -> Result<(), FieldError> {
     let start = out.len();
     let so = serialize_options(opts);
+    let value = WithOptions { msg, opts: &so };
+    // Path tracking costs an allocation per field on the hot path of every reply; encoding
+    // is deterministic, so it runs only again after a failure, to name the field.
+    if serde_json::to_writer(&mut *out, &value).is_ok() {
+        return Ok(());
+    }
+    out.truncate(start);
+    let mut scratch = Vec::new();
     let result = {
-        let mut ser = serde_json::Serializer::new(&mut *out);
-        serde_path_to_error::serialize(&WithOptions { msg, opts: &so }, &mut ser)
+        let mut ser = serde_json::Serializer::new(&mut scratch);
+        serde_path_to_error::serialize(&value, &mut ser)
     };
-    result.map_err(|e| {
-        out.truncate(start);
-        FieldError::new(
+    match result {
+        Ok(()) => {
+            out.extend_from_slice(&scratch);
+            Ok(())
+        }
+        Err(e) => Err(FieldError::new(
             path_string(e.path()),
             format!("cannot encode as JSON: {}", e.inner()),
-        )
-    })
+        )),
+    }
 }
 
 /// Appends the proto3 JSON value of one field of `parent` (a message, array, object or scalar;
