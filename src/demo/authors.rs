@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 use prost_types::Timestamp;
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataMap;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use super::errors::{self, Violations};
@@ -100,31 +99,13 @@ impl AuthorsBackend {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<authors_server::AuthorsServer<Self>>()
-            .await;
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(AUTHORS_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        let reflection_v1 = reflection()
-            .build_v1()
-            .expect("the embedded authors descriptor set is valid");
-        let reflection_v1alpha = reflection()
-            .build_v1alpha()
-            .expect("the embedded authors descriptor set is valid");
-        tonic::transport::Server::builder()
-            .add_service(self.into_service())
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown,
-            )
-            .await
+        super::serve_grpc(
+            self.into_service(),
+            AUTHORS_DESCRIPTOR_SET,
+            listener,
+            shutdown,
+        )
+        .await
     }
 
     /// Counts a unary call, remembers its metadata and applies the delay.

@@ -212,6 +212,53 @@ async fn stop_signal(mut stop: watch::Receiver<bool>) {
 }
 
 /// Starts all three backends on ephemeral `127.0.0.1` ports.
+/// Serve one example gRPC service with server reflection (v1 and v1alpha, describing
+/// `descriptor_set`) and health checking (reported SERVING) on `listener` until `shutdown`.
+async fn serve_grpc<S>(
+    service: S,
+    descriptor_set: &'static [u8],
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error>
+where
+    S: tower::Service<
+            ::http::Request<tonic::body::Body>,
+            Response = ::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(descriptor_set)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await
+}
+
 pub async fn start() -> std::io::Result<Backends> {
     start_at(BackendAddrs::ephemeral()).await
 }

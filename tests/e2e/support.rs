@@ -120,16 +120,13 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Reply {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut builder = http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
-    let request = builder.body(Full::new(body.into())).expect("request");
-    let response = tokio::time::timeout(Duration::from_secs(20), client.request(request))
-        .await
-        .expect("response within 20s")
-        .expect("response");
+    let response = open(
+        method,
+        url,
+        headers,
+        omnigate::request::full_body(body.into()),
+    )
+    .await;
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
     Reply {
@@ -356,16 +353,13 @@ pub async fn open_stream(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Streamed {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut builder = http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
-    let request = builder.body(Full::new(body.into())).expect("request");
-    let response = tokio::time::timeout(Duration::from_secs(20), client.request(request))
-        .await
-        .expect("response headers within 20s")
-        .expect("response");
+    let response = open(
+        method,
+        url,
+        headers,
+        omnigate::request::full_body(body.into()),
+    )
+    .await;
     let (parts, body) = response.into_parts();
     Streamed {
         status: parts.status.as_u16(),
