@@ -52,14 +52,20 @@ impl Operation {
         mut request: Request,
     ) -> Result<Operation, Error> {
         policy::apply(&gateway.settings, &mut request)?;
+        Ok(Operation::after_policies(gateway, request))
+    }
+
+    /// For an ingress that ran [`policy::apply`] itself (it had to read the policed body
+    /// first): keep what later calls need from `request`.
+    pub fn after_policies(gateway: std::sync::Arc<Gateway>, request: Request) -> Operation {
         let snapshot = gateway.snapshot();
-        Ok(Operation {
+        Operation {
             gateway,
             snapshot,
             request_id: request.id,
             headers: request.headers,
             deadline: request.deadline,
-        })
+        }
     }
 
     fn call(

@@ -325,3 +325,38 @@ async fn authorization_and_request_id_headers_reach_every_upstream_call() {
         Some("gql-42")
     );
 }
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_before_any_upstream_call() {
+    let d = crate::support::demo_with(|c| c.limits.max_body_bytes = 200).await;
+    let before = d.backends.library_backend.calls("ListShelves");
+    let padding = " ".repeat(300);
+    let query = json!({ "query": format!("{{ listShelves {{ shelves {{ name }} }} }}{padding}") })
+        .to_string();
+    let headers = [
+        ("content-type", "application/json"),
+        ("accept", "application/graphql-response+json"),
+    ];
+
+    let r = send("POST", &d.url("/graphql"), &headers, query.clone()).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(
+        r.json()["errors"][0]["extensions"]["reason"],
+        "PAYLOAD_TOO_LARGE"
+    );
+
+    let chunks = query
+        .into_bytes()
+        .chunks(64)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    let r = crate::support::send_chunked("POST", &d.url("/graphql"), &headers, chunks).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+
+    assert_eq!(d.backends.library_backend.calls("ListShelves"), before);
+    let ok = gql(&d, "{ listShelves { shelves { name } } }", json!({})).await;
+    assert_eq!(
+        ok.json()["data"]["listShelves"]["shelves"][0]["name"],
+        "shelves/1"
+    );
+}

@@ -211,14 +211,13 @@ async fn handle(
     request: axum::extract::Request,
 ) -> Response {
     let method = request.method().clone();
-    let headers = request.headers().clone();
-    if method == Method::GET && headers.get(http::header::UPGRADE).is_some() {
+    if method == Method::GET && request.headers().get(http::header::UPGRADE).is_some() {
         return websocket(state, request).await;
     }
     if method == Method::GET
         && state.settings.graphiql
         && request.uri().query().is_none()
-        && accepts(&headers, "text/html")
+        && accepts(request.headers(), "text/html")
     {
         let page = async_graphql::http::GraphiQLSource::build()
             .endpoint(&state.settings.path)
@@ -227,22 +226,24 @@ async fn handle(
             .finish();
         return axum::response::Html(page).into_response();
     }
-    let graphql_response = accepts(&headers, GRAPHQL_RESPONSE);
+    let graphql_response = accepts(request.headers(), GRAPHQL_RESPONSE);
+    let wants_sse = method == Method::POST && accepts(request.headers(), "text/event-stream");
     let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    let normalized = super::rest::normalize(request, peer);
-    let (batch, normalized) = match parse_request(&state, &method, &headers, normalized).await {
-        Ok(parsed) => parsed,
-        Err(response) => return response,
-    };
-    let mut normalized = normalized;
+    let mut normalized = super::rest::normalize(request, peer);
     normalized.protocol = Protocol::GraphQl;
-    let op = match Operation::begin(state.gateway.clone(), normalized) {
-        Ok(op) => op,
-        Err(error) => return gateway_error(&error, graphql_response),
-    };
+    // The policies run before the body is read: it is then read through their limits.
+    if let Err(error) = crate::policy::apply(&state.gateway.settings, &mut normalized) {
+        return gateway_error(&error, graphql_response);
+    }
+    let (batch, normalized) =
+        match parse_request(&state, &method, graphql_response, normalized).await {
+            Ok(parsed) => parsed,
+            Err(response) => return response,
+        };
+    let op = Operation::after_policies(state.gateway.clone(), normalized);
     let built = state.current();
     if method == Method::GET {
         for request in batch.iter() {
@@ -262,8 +263,9 @@ async fn handle(
             }
         }
     }
-    if method == Method::POST && accepts(&headers, "text/event-stream") {
+    if wants_sse {
         if let async_graphql::BatchRequest::Single(request) = batch {
+            let headers = op.headers.clone();
             return sse_response(&state, built, headers, request, op).await;
         }
         return errors_response(
@@ -389,10 +391,9 @@ fn gateway_error(error: &Error, graphql_response: bool) -> Response {
 async fn parse_request(
     state: &GraphqlState,
     method: &Method,
-    headers: &HeaderMap,
+    graphql_response: bool,
     mut request: crate::request::Request,
 ) -> Result<(async_graphql::BatchRequest, crate::request::Request), Response> {
-    let graphql_response = accepts(headers, GRAPHQL_RESPONSE);
     let bad = |message: String| {
         errors_response(
             StatusCode::BAD_REQUEST,
@@ -417,11 +418,6 @@ async fn parse_request(
                 .unwrap_or("")
                 .trim()
                 .to_string();
-            if let Err(error) =
-                crate::policy::limits::check(state.gateway.settings.max_body_bytes, &mut request)
-            {
-                return Err(gateway_error(&error, graphql_response));
-            }
             let body = std::mem::replace(&mut request.body, crate::request::empty_body());
             let bytes = body
                 .collect()
