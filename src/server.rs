@@ -43,23 +43,25 @@ fn routed(gateway: Arc<Gateway>, graphql: Option<Arc<GraphqlState>>) -> axum::Ro
     router.fallback(ingress::rest::handle).with_state(gateway)
 }
 
-/// What serves each request of a connection.
+/// What serves each request of a connection: the GraphQL path goes through axum's router
+/// (GraphQL over HTTP, WebSocket upgrades, SSE, GraphiQL); every other request is REST, which
+/// hyper hands to the REST ingress directly, without axum's routing, boxed services and second
+/// boxing of both bodies. Same responses: the router would send those requests to the same
+/// REST fallback.
 #[derive(Clone)]
-enum App {
-    /// Several ingresses: axum routes between them.
-    Routed(axum::Router),
-    /// REST only (no GraphQL configured): hyper calls the REST ingress directly, without
-    /// axum's routing, boxed services and second boxing of both bodies. Same responses: the
-    /// router above would send every request to the same REST fallback.
-    RestOnly(Arc<Gateway>),
+struct App {
+    gateway: Arc<Gateway>,
+    /// The GraphQL path and the router that serves it, when GraphQL is configured.
+    graphql: Option<(Arc<str>, axum::Router)>,
 }
 
 impl App {
     fn new(gateway: Arc<Gateway>) -> Result<App, Vec<BuildError>> {
-        match GraphqlState::new(gateway.clone())? {
-            Some(graphql) => Ok(App::Routed(routed(gateway, Some(graphql)))),
-            None => Ok(App::RestOnly(gateway)),
-        }
+        let graphql = GraphqlState::new(gateway.clone())?.map(|graphql| {
+            let path: Arc<str> = graphql.path().into();
+            (path, routed(gateway.clone(), Some(graphql)))
+        });
+        Ok(App { gateway, graphql })
     }
 
     async fn serve(
@@ -67,8 +69,8 @@ impl App {
         request: http::Request<hyper::body::Incoming>,
         peer: SocketAddr,
     ) -> http::Response<ReplyBody> {
-        match self {
-            App::Routed(router) => {
+        match self.graphql {
+            Some((path, router)) if request.uri().path() == &*path => {
                 let mut request = request.map(axum::body::Body::new);
                 request
                     .extensions_mut()
@@ -76,9 +78,9 @@ impl App {
                 let response = router.oneshot(request).await.unwrap_or_else(|e| match e {});
                 response.map(ReplyBody::Routed)
             }
-            App::RestOnly(gateway) => {
+            _ => {
                 let request = ingress::rest::normalize(request, Some(peer));
-                ingress::rest::serve(&gateway, request)
+                ingress::rest::serve(&self.gateway, request)
                     .await
                     .map(ReplyBody::Rest)
             }
