@@ -35,6 +35,11 @@ pub struct Gateway {
     /// The last good API of every gRPC backend, in config order.
     apis: Mutex<Vec<BackendApi>>,
     snapshot: ArcSwap<Snapshot>,
+    /// Turns true when the server starts shutting down; long-lived sessions (WebSockets, which
+    /// outlive their HTTP connection) watch it to close themselves.
+    closing: tokio::sync::watch::Sender<bool>,
+    /// Those sessions, so that shutdown can wait for their close handshakes.
+    sessions: tokio_util::task::TaskTracker,
 }
 
 /// Why the gateway could not start.
@@ -98,6 +103,8 @@ impl Gateway {
             upstreams,
             apis: Mutex::new(apis),
             snapshot: ArcSwap::from_pointee(snapshot),
+            closing: tokio::sync::watch::Sender::new(false),
+            sessions: tokio_util::task::TaskTracker::new(),
         }))
     }
 
@@ -126,6 +133,27 @@ impl Gateway {
     }
 
     /// The current version; hold it for the whole request.
+    /// Turns true once the server starts shutting down.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Long-lived sessions (those that outlive their HTTP connection, like WebSockets) run
+    /// tracked here, so that shutdown waits for them, up to the grace period.
+    pub fn sessions(&self) -> tokio_util::task::TaskTracker {
+        self.sessions.clone()
+    }
+
+    /// Tell sessions to close; [`Gateway::sessions_closed`] resolves once they all have.
+    pub(crate) fn begin_shutdown(&self) {
+        self.closing.send_replace(true);
+        self.sessions.close();
+    }
+
+    pub(crate) async fn sessions_closed(&self) {
+        self.sessions.wait().await;
+    }
+
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
     }

@@ -145,6 +145,7 @@ pub async fn run(
     }
     tracing::info!("Shutting down: no new connections; draining in-flight requests.");
     let _ = stop_tx.send(true);
+    gateway.begin_shutdown();
     serving.await
 }
 
@@ -208,6 +209,7 @@ pub async fn run_per_core(
     shutdown.await;
     tracing::info!("Shutting down: no new connections; draining in-flight requests.");
     let _ = stop_tx.send(true);
+    gateway.begin_shutdown();
     let mut result = Ok(());
     for done in finished {
         match done.await {
@@ -282,8 +284,14 @@ async fn accept_loop(
     }
 
     drop(listener);
+    // WebSocket sessions outlive their connection: they were told to close (`closing`) and
+    // are waited for in the same grace period.
+    let drained = async {
+        graceful.shutdown().await;
+        app.gateway.sessions_closed().await;
+    };
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = drained => {}
         () = tokio::time::sleep(grace) => {
             tracing::warn!(?grace, "Grace period over; closing the remaining connections.");
         }

@@ -678,3 +678,47 @@ async fn sse_client_disconnect_cancels_the_upstream_watch() {
     drop(stream);
     watchers_become(&d, 0).await;
 }
+
+#[tokio::test]
+async fn on_shutdown_open_sockets_are_closed_with_1001_and_the_server_waits_for_them() {
+    let backends = omnigate::demo::start().await.expect("backends");
+    let mut config =
+        omnigate::demo::gateway_config(&backends, "127.0.0.1:0".parse().expect("addr"));
+    config.shutdown_grace = "10s".into();
+    let loaded = omnigate::config::load_config(&config, "<test>").expect("valid config");
+    let gateway = omnigate::gateway::Gateway::start(loaded.validated)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(omnigate::server::run(listener, gateway, async move {
+        let _ = stopped.await;
+    }));
+
+    let (mut ws, _) = GraphqlWs::try_connect_at(addr, Some(TRANSPORT))
+        .await
+        .expect("handshake");
+    ws.init(None).await;
+    ws.subscribe("w", WATCH, json!({"name": "shelves/1"})).await;
+    assert_eq!(event(&ws.recv().await, "next", "w")["kind"], "EXISTING");
+    let backend = backends.library_backend.clone();
+    assert!(eventually(|| backend.active_watchers() == 1).await);
+
+    let _ = stop.send(());
+    // The client hears why (1001 Going Away) instead of a dropped TCP connection...
+    assert_eq!(
+        ws.closed().await,
+        (1001, "Server shutting down".to_string())
+    );
+    drop(ws);
+    // ...the upstream stream is cancelled, and the server returns once the socket is closed.
+    assert!(eventually(|| backend.active_watchers() == 0).await);
+    tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .expect("run returned after the socket closed")
+        .expect("run task")
+        .expect("run result");
+}

@@ -893,8 +893,16 @@ impl GraphqlWs {
         gw: &TestGateway,
         protocol: Option<&str>,
     ) -> Result<(GraphqlWs, Option<String>), String> {
+        GraphqlWs::try_connect_at(gw.addr, protocol).await
+    }
+
+    /// [`GraphqlWs::try_connect`] to a gateway at `addr`.
+    pub async fn try_connect_at(
+        addr: SocketAddr,
+        protocol: Option<&str>,
+    ) -> Result<(GraphqlWs, Option<String>), String> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-        let mut request = format!("ws://{}/graphql", gw.addr)
+        let mut request = format!("ws://{addr}/graphql")
             .into_client_request()
             .map_err(|e| e.to_string())?;
         if let Some(protocol) = protocol {

@@ -569,7 +569,12 @@ async fn websocket(state: Arc<GraphqlState>, request: axum::extract::Request) ->
             .map_err(|e| e.render().message)?;
         Ok(prepare_state.prepare(&built, request, &op))
     });
-    ws::upgrade(upgrade, &headers, schema, prepare, ws::WsConfig::default())
+    let config = ws::WsConfig {
+        closing: Some(state.gateway.closing()),
+        sessions: Some(state.gateway.sessions()),
+        ..ws::WsConfig::default()
+    };
+    ws::upgrade(upgrade, &headers, schema, prepare, config)
 }
 
 /// `POST path` with `Accept: text/event-stream`: graphql-sse, distinct connections mode.

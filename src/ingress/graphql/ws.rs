@@ -77,10 +77,11 @@ use futures_util::{
 };
 use serde_json::{json, Map, Value};
 use tokio::{
-    sync::mpsc,
+    sync::{mpsc, watch},
     task::{AbortHandle, JoinHandle, JoinSet},
     time::{Instant, Interval, MissedTickBehavior},
 };
+use tokio_util::task::TaskTracker;
 
 /// Turns a transport-level request into the request to execute: the gateway uses it to attach
 /// per-operation data (headers, principal...).
@@ -138,6 +139,10 @@ pub struct WsConfig {
     pub outgoing_buffer: usize,
     /// The largest message accepted from the client (then 1009).
     pub max_message_bytes: usize,
+    /// Turns true when the server shuts down: the socket is then closed with 1001.
+    pub closing: Option<watch::Receiver<bool>>,
+    /// Where the session runs tracked, so that shutdown can wait for its close handshake.
+    pub sessions: Option<TaskTracker>,
 }
 
 impl Default for WsConfig {
@@ -147,6 +152,8 @@ impl Default for WsConfig {
             keepalive_interval: Some(Duration::from_secs(15)),
             outgoing_buffer: 64,
             max_message_bytes: 1024 * 1024,
+            closing: None,
+            sessions: None,
         }
     }
 }
@@ -154,6 +161,7 @@ impl Default for WsConfig {
 /// Close codes of `graphql-transport-ws` (and the standard ones used here).
 mod close_code {
     pub(super) const NORMAL: u16 = 1000;
+    pub(super) const GOING_AWAY: u16 = 1001;
     pub(super) const MESSAGE_TOO_BIG: u16 = 1009;
     pub(super) const INVALID_MESSAGE: u16 = 4400;
     pub(super) const UNAUTHORIZED: u16 = 4401;
@@ -199,10 +207,11 @@ pub fn upgrade(
         payload: None,
         headers: headers.clone(),
     };
+    let sessions = config.sessions.clone().unwrap_or_default();
     match protocol {
-        Some(protocol) => ws
-            .protocols([protocol.as_str()])
-            .on_upgrade(move |socket| serve(socket, protocol, schema, prepare, init, config)),
+        Some(protocol) => ws.protocols([protocol.as_str()]).on_upgrade(move |socket| {
+            sessions.track_future(serve(socket, protocol, schema, prepare, init, config))
+        }),
         None => ws.on_upgrade(|socket| async move {
             tracing::debug!(%offered, "WebSocket client offered no GraphQL subprotocol.");
             let (sink, incoming) = socket.split();
@@ -233,6 +242,7 @@ pub async fn serve(
     let (control_tx, control_rx) = mpsc::channel(CONTROL_BUFFER);
     let (data_tx, data_rx) = mpsc::channel(config.outgoing_buffer.max(1));
     let mut writer = Some(tokio::spawn(write_loop(sink, control_rx, data_rx)));
+    let mut closing = config.closing.clone();
 
     let init_deadline = tokio::time::sleep(config.connection_init_timeout);
     tokio::pin!(init_deadline);
@@ -279,6 +289,9 @@ pub async fn serve(
                 break Flow::Close(close_code::INIT_TIMEOUT, reason);
             }
             () = tick(&mut keepalive) => conn.keepalive(),
+            () = server_closing(&mut closing) => {
+                break Flow::Close(close_code::GOING_AWAY, "Server shutting down".into());
+            }
             Some(joined) = conn.tasks.join_next(), if !conn.tasks.is_empty() => {
                 if let Err(error) = joined {
                     if error.is_panic() {
@@ -862,6 +875,17 @@ fn is_capacity_error(error: &axum::Error) -> bool {
 }
 
 /// Waits for the next keep-alive beat, forever when keep-alive is off.
+/// Resolves once the server starts shutting down (never without a `closing` signal).
+async fn server_closing(closing: &mut Option<watch::Receiver<bool>>) {
+    match closing {
+        Some(closing) => {
+            // An error means the gateway is gone: that is shutting down too.
+            let _ = closing.wait_for(|&closing| closing).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn tick(keepalive: &mut Option<Interval>) {
     match keepalive {
         Some(interval) => {
