@@ -142,9 +142,11 @@ impl GrpcUpstream {
 
         let (parts, body) = response.into_parts();
         // Trailers-only answers carry the status in the headers.
-        if let Some(status) = parse_status(&parts.headers) {
-            if status.code != Code::Ok || !is_grpc(&parts.headers) {
-                return Err(taken(&request_error).unwrap_or_else(|| status.into_error()));
+        if parts.headers.contains_key(GRPC_STATUS) {
+            if let Some(status) = parse_status(parts.headers.clone()) {
+                if status.code != Code::Ok || !is_grpc(&parts.headers) {
+                    return Err(taken(&request_error).unwrap_or_else(|| status.into_error()));
+                }
             }
         }
         if !is_grpc(&parts.headers) {
@@ -344,9 +346,13 @@ impl Status {
     }
 }
 
-fn parse_status(headers: &HeaderMap) -> Option<Status> {
+const GRPC_STATUS: &str = "grpc-status";
+
+/// The status in `headers` (trailers, or the headers of a trailers-only answer); what is left
+/// after removing the reserved names is the trailing metadata.
+fn parse_status(mut headers: HeaderMap) -> Option<Status> {
     let code = headers
-        .get("grpc-status")?
+        .get(GRPC_STATUS)?
         .to_str()
         .ok()?
         .trim()
@@ -364,13 +370,12 @@ fn parse_status(headers: &HeaderMap) -> Option<Status> {
         .get("grpc-status-details-bin")
         .and_then(|v| BASE64.decode(v.as_bytes()).ok())
         .map(Bytes::from);
-    let mut trailers = headers.clone();
-    strip_reserved(&mut trailers);
+    strip_reserved(&mut headers);
     Some(Status {
         code: Code::from_i32(code),
         message,
         details_bin,
-        trailers,
+        trailers: headers,
     })
 }
 
@@ -380,6 +385,24 @@ const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::n
     base64::engine::GeneralPurposeConfig::new()
         .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
 );
+
+/// The length of the message whose 5-byte prefix starts `bytes` (`None`: the prefix is not
+/// complete yet); compressed and oversized messages are refused with the reason.
+fn message_len(bytes: &[u8], max_message_bytes: usize) -> Result<Option<usize>, String> {
+    let [compressed, a, b, c, d, ..] = *bytes else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    if compressed != 0 {
+        return Err("compressed message although no compression was offered".into());
+    }
+    if len > max_message_bytes {
+        return Err(format!(
+            "message of {len} bytes exceeds the limit of {max_message_bytes} bytes"
+        ));
+    }
+    Ok(Some(len))
+}
 
 /// An answer in progress.
 pub struct GrpcReply {
@@ -418,6 +441,21 @@ impl Messages {
             }
             match self.body.frame().await {
                 Some(Ok(frame)) => match frame.into_data() {
+                    // A frame that starts with a whole message (the usual unary answer) gives
+                    // it out without copying it through the buffer.
+                    Ok(mut data) if self.buffer.is_empty() => {
+                        let len = message_len(&data, self.max_message_bytes)
+                            .map_err(|reason| self.protocol(&reason))?;
+                        match len {
+                            Some(len) if data.len() >= 5 + len => {
+                                data.advance(5);
+                                let message = data.split_to(len);
+                                self.buffer.extend_from_slice(&data);
+                                return Ok(Some(message));
+                            }
+                            _ => self.buffer.extend_from_slice(&data),
+                        }
+                    }
                     Ok(data) => self.buffer.extend_from_slice(&data),
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
@@ -441,25 +479,11 @@ impl Messages {
     }
 
     fn split_message(&mut self) -> Result<Option<Bytes>, Error> {
-        if self.buffer.len() < 5 {
+        let Some(len) = message_len(&self.buffer, self.max_message_bytes)
+            .map_err(|reason| self.protocol(&reason))?
+        else {
             return Ok(None);
-        }
-        let compressed = self.buffer[0];
-        let len = u32::from_be_bytes([
-            self.buffer[1],
-            self.buffer[2],
-            self.buffer[3],
-            self.buffer[4],
-        ]) as usize;
-        if compressed != 0 {
-            return Err(self.protocol("compressed message although no compression was offered"));
-        }
-        if len > self.max_message_bytes {
-            return Err(self.protocol(&format!(
-                "message of {len} bytes exceeds the limit of {} bytes",
-                self.max_message_bytes
-            )));
-        }
+        };
         if self.buffer.len() < 5 + len {
             self.buffer.reserve(5 + len - self.buffer.len());
             return Ok(None);
@@ -473,7 +497,7 @@ impl Messages {
         if !self.buffer.is_empty() {
             return Err(self.protocol("stream ended inside a message"));
         }
-        let Some(status) = trailers.as_ref().and_then(parse_status) else {
+        let Some(status) = trailers.and_then(parse_status) else {
             if let Some(error) = taken(&self.request_error) {
                 return Err(error);
             }

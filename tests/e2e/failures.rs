@@ -167,6 +167,112 @@ async fn a_grpc_upstream_that_does_not_answer_grpc_is_a_502_never_parsed() {
     }
 }
 
+/// A gRPC upstream that answers every call with `chunks` as separate DATA frames (a little
+/// apart, so that they arrive separately) and then `grpc-status` in the trailers.
+async fn framing_server(chunks: Vec<Vec<u8>>, status: &'static str) -> FakeHttp {
+    FakeHttp::spawn(axum::Router::new().fallback(move || {
+        let chunks = chunks.clone();
+        async move {
+            use futures_util::StreamExt as _;
+            let frames = futures_util::stream::iter(chunks)
+                .then(|chunk| async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    http_body::Frame::data(Bytes::from(chunk))
+                })
+                .chain(futures_util::stream::once(async move {
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static(status));
+                    http_body::Frame::trailers(trailers)
+                }))
+                .map(Ok::<_, std::convert::Infallible>);
+            http::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(axum::body::Body::new(http_body_util::StreamBody::new(
+                    frames,
+                )))
+                .expect("response")
+        }
+    }))
+    .await
+}
+
+/// `message` with its 5-byte gRPC prefix (`flag` 1 = compressed).
+fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
+    let mut frame = vec![flag];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    frame
+}
+
+#[tokio::test]
+async fn grpc_messages_are_read_across_data_frames_and_bad_framing_is_a_502() {
+    use prost::Message as _;
+    let book = omnigate::demo::pb::library::v1::Book {
+        name: "shelves/1/books/9".into(),
+        title: "Split Across Frames".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let whole = framed(0, &book);
+    let (head, tail) = whole.split_at(12);
+    const BAD: &str = "UPSTREAM_PROTOCOL_ERROR";
+    // (case, DATA frames, grpc-status, expected HTTP status, error reason)
+    type Case<'a> = (&'a str, Vec<Vec<u8>>, &'a str, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("whole in one frame", vec![whole.clone()], "0", 200, ""),
+        (
+            "prefix split over frames",
+            vec![whole[..3].to_vec(), whole[3..].to_vec()],
+            "0",
+            200,
+            "",
+        ),
+        (
+            "message split",
+            vec![head.to_vec(), tail.to_vec()],
+            "0",
+            200,
+            "",
+        ),
+        (
+            "two messages for a unary call",
+            vec![[whole.clone(), whole.clone()].concat()],
+            "0",
+            502,
+            BAD,
+        ),
+        ("compressed flag", vec![framed(1, &book)], "0", 502, BAD),
+        ("ends inside a message", vec![head.to_vec()], "0", 502, BAD),
+        ("no message", vec![], "0", 502, BAD),
+        (
+            "error status after a message",
+            vec![whole.clone()],
+            "5",
+            404,
+            "NOT_FOUND",
+        ),
+    ];
+    for (case, chunks, status, expected, reason) in cases {
+        let server = framing_server(chunks, status).await;
+        let mut config = http_only(Vec::new());
+        config.grpc = vec![grpc_backend(
+            "library",
+            &server.url(""),
+            &["descriptors/library.binpb"],
+        )];
+        let gw = gateway(config).await;
+        let r = get(&gw.url("/v1/shelves/1/books/9")).await;
+        assert_eq!(r.status, expected, "{case}: {}", r.text());
+        if expected == 200 {
+            assert_eq!(r.json()["title"], "Split Across Frames", "{case}");
+        } else if reason == BAD {
+            assert_error(&r, 502, 14, BAD);
+        } else {
+            assert_eq!(r.json()["code"], 5, "{case}: {}", r.text());
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_unreachable_grpc_upstream_answers_502() {
     let closed = closed_port_url().await;
