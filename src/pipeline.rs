@@ -74,12 +74,11 @@ impl Operation {
         message: &prost_reflect::DynamicMessage,
     ) -> crate::upstream::grpc::GrpcCall {
         use futures_util::StreamExt as _;
-        use prost::Message as _;
         let deadline = match (self.deadline, method.timeout) {
             (Some(d), Some(t)) => Some(d.min(std::time::Instant::now() + t)),
             (d, t) => d.or_else(|| t.map(|t| std::time::Instant::now() + t)),
         };
-        let bytes = bytes::Bytes::from(message.encode_to_vec());
+        let bytes = bytes::Bytes::from(transcode::encode::encode(message));
         crate::upstream::grpc::GrpcCall {
             path: method.path.clone(),
             metadata: transcode::rest::forwarded_metadata(

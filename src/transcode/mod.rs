@@ -5,6 +5,7 @@
 //! - [`fields`]: path variables, query parameters, `body` and `response_body` bindings;
 //! - [`rest`]: one REST call of a matched binding, request to response.
 
+pub mod encode;
 pub mod fields;
 pub mod json;
 pub mod rest;

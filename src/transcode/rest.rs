@@ -17,7 +17,6 @@ use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
-use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor};
 
 use crate::config::validate::{Settings, StreamFormat};
@@ -57,7 +56,8 @@ pub async fn call(
         client_stream(settings, binding, vars, request)?
     } else {
         let message = request_message(settings, binding, &vars, request).await?;
-        stream::once(async move { Ok(Bytes::from(message.encode_to_vec())) }).boxed()
+        stream::once(async move { Ok(Bytes::from(crate::transcode::encode::encode(&message))) })
+            .boxed()
     };
 
     let reply = method
@@ -400,7 +400,7 @@ fn client_stream(
                     fields::set_from_str(&mut message, path, value)?;
                 }
             }
-            Ok(Bytes::from(message.encode_to_vec()))
+            Ok(Bytes::from(crate::transcode::encode::encode(&message)))
         })
         .boxed())
 }
