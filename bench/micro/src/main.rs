@@ -65,7 +65,11 @@ fn main() {
         black_box(black_box(&request).encoded_len());
     });
     let wire = request.encode_to_vec();
-    println!("  (request message: {} bytes protobuf, {} bytes JSON)", wire.len(), body.len());
+    println!(
+        "  (request message: {} bytes protobuf, {} bytes JSON)",
+        wire.len(),
+        body.len()
+    );
 
     // GET/POST reply: protobuf bytes → message → JSON.
     let reply_msg = json::decode_message(&book_desc, &body, &opts).expect("ok");
@@ -76,14 +80,18 @@ fn main() {
     time("reply json::encode_message (path tracking)", n, || {
         black_box(json::encode_message(black_box(&reply_msg), &opts).expect("ok"));
     });
-    time("reply plain serde_json::to_vec (no path tracking)", n, || {
-        let mut out = Vec::with_capacity(1024);
-        let mut s = serde_json::Serializer::new(&mut out);
-        black_box(&reply_msg)
-            .serialize_with_options(&mut s, &ser)
-            .expect("ok");
-        black_box(out);
-    });
+    time(
+        "reply plain serde_json::to_vec (no path tracking)",
+        n,
+        || {
+            let mut out = Vec::with_capacity(1024);
+            let mut s = serde_json::Serializer::new(&mut out);
+            black_box(&reply_msg)
+                .serialize_with_options(&mut s, &ser)
+                .expect("ok");
+            black_box(out);
+        },
+    );
 
     // The reply path before and after rendering straight from the wire bytes.
     println!("  (reply message: {} bytes protobuf)", reply.len());
