@@ -334,7 +334,7 @@ impl Obj {
 pub(super) struct Renderer<'a> {
     plan: &'a ReplyPlan,
     opts: &'a JsonOptions,
-    pub(super) out: &'a mut Vec<u8>,
+    out: &'a mut Vec<u8>,
     /// `(start, end of key)` in `out` of the entries of the maps being written, innermost
     /// last, to find duplicate keys.
     entries: Vec<(usize, usize)>,
