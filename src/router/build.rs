@@ -15,6 +15,7 @@ use crate::config::validate::{GrpcBackend, RouteRule, Validated};
 use crate::descriptors::BackendApi;
 use crate::transcode::fields::{BodyBinding, FieldPath};
 use crate::transcode::template::{MatcherBuilder, PathTemplate};
+use crate::transcode::wire::ReplyPlan;
 use crate::upstream::grpc::GrpcUpstream;
 
 /// A problem found while building, located at a config key when it comes from the config.
@@ -83,6 +84,8 @@ pub fn build(
     // Every exposed method, with its upstream and timeout.
     let mut methods: HashMap<String, Arc<GrpcMethod>> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
+    // One reply plan per output type.
+    let mut replies: HashMap<String, Arc<ReplyPlan>> = HashMap::new();
     for api in apis {
         let (Some(backend), Some(upstream)) = (
             backends.get(api.backend.as_str()),
@@ -118,6 +121,10 @@ pub fn build(
                             .flatten()
                     }),
                     metadata: rule.map(|r| r.metadata.clone()).unwrap_or_default(),
+                    reply: replies
+                        .entry(method.output().full_name().to_owned())
+                        .or_insert_with(|| Arc::new(ReplyPlan::compile(&method.output())))
+                        .clone(),
                 };
                 if methods
                     .insert(name.clone(), Arc::new(grpc_method))

@@ -22,6 +22,7 @@ use crate::config::validate::HttpRoute;
 use crate::error::Error;
 use crate::transcode::fields::{BodyBinding, FieldPath};
 use crate::transcode::template::{Match, Matcher, UnescapeMode};
+use crate::transcode::wire::ReplyPlan;
 use crate::upstream::grpc::GrpcUpstream;
 
 /// A gRPC method the gateway can call, with everything resolved at build time.
@@ -36,6 +37,9 @@ pub struct GrpcMethod {
     pub timeout: Option<Duration>,
     /// Extra metadata configured for the method.
     pub metadata: HeaderMap,
+    /// How to render the method's reply as JSON straight from its wire bytes (shared by the
+    /// methods with the same output type; rebuilt with the table on a descriptor refresh).
+    pub reply: Arc<ReplyPlan>,
 }
 
 /// One REST binding of a gRPC method (one HttpRule, or the auto-mapping).

@@ -3,13 +3,15 @@
 //! - [`template`]: HttpRule path templates, compiled once into a matcher;
 //! - [`json`]: proto3 JSON mapping both ways (through prost-reflect);
 //! - [`fields`]: path variables, query parameters, `body` and `response_body` bindings;
-//! - [`rest`]: one REST call of a matched binding, request to response.
+//! - [`rest`]: one REST call of a matched binding, request to response;
+//! - [`wire`]: gRPC reply bytes straight to proto3 JSON, through a plan compiled per reply type.
 
 pub mod encode;
 pub mod fields;
 pub mod json;
 pub mod rest;
 pub mod template;
+pub mod wire;
 
 /// The descriptor pool of the transcoding unit tests (`tests/protos/omnigate/test.proto`).
 #[cfg(test)]

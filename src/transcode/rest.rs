@@ -12,6 +12,8 @@
 //! upstream as soon as its line is complete, with the path variables applied to every message;
 //! as with `body: "*"`, no query parameter is accepted, and errors name the line as sent.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, BoxStream};
 use futures_util::StreamExt;
@@ -25,6 +27,7 @@ use crate::request::{body_from, full_body, Body, Request, Response};
 use crate::router::Binding;
 use crate::transcode::fields::{self, BodyBinding, FieldPath, QueryOptions};
 use crate::transcode::json::{self, FieldError};
+use crate::transcode::wire::{self, ReplyError, ReplyPlan};
 use crate::upstream::grpc::{GrpcCall, MessageStream};
 
 const HTTP_BODY: &str = "google.api.HttpBody";
@@ -97,13 +100,25 @@ pub async fn call(
             });
         }
         prefixed(&mut headers, "grpc-trailer-", messages.trailers());
-        let message = decode(&output, bytes, method.upstream.name())?;
-        let rendered =
-            fields::render_response(&message, binding.response_body.as_ref(), &settings.json)
-                .map_err(|e| render_failure(e, method.upstream.name()))?;
-        let mut response = http::Response::new(full_body(rendered.body));
+        let (body, content_type) = render_reply(
+            &method.reply,
+            &output,
+            bytes,
+            binding.response_body.as_ref(),
+            &settings.json,
+            method.upstream.name(),
+        )?;
+        let mut response = http::Response::new(full_body(body));
         *response.headers_mut() = headers;
-        insert_content_type(response.headers_mut(), &rendered.content_type);
+        match content_type {
+            None => {
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            }
+            Some(content_type) => insert_content_type(response.headers_mut(), &content_type),
+        }
         return Ok(response);
     }
 
@@ -116,6 +131,7 @@ pub async fn call(
         messages.into_stream(),
         StreamContext {
             format,
+            reply: method.reply.clone(),
             output,
             response_body: binding.response_body.clone(),
             options: settings.json.clone(),
@@ -153,6 +169,35 @@ pub fn with_details(error: Error, pool: &DescriptorPool) -> Error {
     }
 }
 
+/// One reply message as the response body, with its content type when not
+/// `application/json`. When the whole reply is the body (no `response_body`, not an
+/// `HttpBody`), the JSON is rendered straight from the wire bytes through the method's plan;
+/// otherwise the message is decoded and the binding picks what to show.
+fn render_reply(
+    reply: &ReplyPlan,
+    output: &MessageDescriptor,
+    bytes: Bytes,
+    response_body: Option<&FieldPath>,
+    options: &json::JsonOptions,
+    upstream: &str,
+) -> Result<(Vec<u8>, Option<String>), Error> {
+    if response_body.is_none() && !reply.is_http_body() {
+        // JSON is usually about twice the size of its protobuf.
+        let mut body = Vec::with_capacity(2 * bytes.len() + 16);
+        return match wire::render_reply(reply, &bytes, options, &mut body) {
+            Ok(()) => Ok((body, None)),
+            Err(ReplyError::Decode(e)) => Err(invalid_message(output, &e, upstream)),
+            Err(ReplyError::Render(e)) => Err(render_failure(e, upstream)),
+        };
+    }
+    let message = decode(output, bytes, upstream)?;
+    let rendered = fields::render_response(&message, response_body, options)
+        .map_err(|e| render_failure(e, upstream))?;
+    let content_type =
+        (rendered.content_type != "application/json").then_some(rendered.content_type);
+    Ok((rendered.body, content_type))
+}
+
 /// A reply message that cannot be shown as JSON (e.g. an Any of an unknown type) is the
 /// upstream's fault as far as the client is concerned.
 fn render_failure(error: FieldError, upstream: &str) -> Error {
@@ -167,10 +212,14 @@ pub fn decode(
     bytes: Bytes,
     upstream: &str,
 ) -> Result<DynamicMessage, Error> {
-    DynamicMessage::decode(desc.clone(), bytes).map_err(|e| Error::UpstreamProtocol {
+    DynamicMessage::decode(desc.clone(), bytes).map_err(|e| invalid_message(desc, &e, upstream))
+}
+
+fn invalid_message(desc: &MessageDescriptor, error: &prost::DecodeError, upstream: &str) -> Error {
+    Error::UpstreamProtocol {
         upstream: upstream.to_string(),
-        reason: format!("invalid {} message: {e}", desc.full_name()),
-    })
+        reason: format!("invalid {} message: {error}", desc.full_name()),
+    }
 }
 
 /// Headers forwarded as metadata: `authorization`, `x-request-id`, the configured allowlist,
@@ -494,6 +543,7 @@ impl Format {
 /// What rendering a stream of reply messages needs besides the messages.
 struct StreamContext {
     format: Format,
+    reply: Arc<ReplyPlan>,
     output: MessageDescriptor,
     response_body: Option<FieldPath>,
     options: json::JsonOptions,
@@ -508,12 +558,17 @@ impl StreamContext {
     fn payload(&self, item: Result<Bytes, Error>) -> Result<Vec<u8>, Vec<u8>> {
         let rendered = item
             .map_err(|e| with_details(e, &self.pool))
-            .and_then(|bytes| decode(&self.output, bytes, &self.upstream))
-            .and_then(|message| {
-                fields::render_response(&message, self.response_body.as_ref(), &self.options)
-                    .map_err(|e| render_failure(e, &self.upstream))
+            .and_then(|bytes| {
+                render_reply(
+                    &self.reply,
+                    &self.output,
+                    bytes,
+                    self.response_body.as_ref(),
+                    &self.options,
+                    &self.upstream,
+                )
             });
-        rendered.map(|r| r.body).map_err(|error| {
+        rendered.map(|(body, _)| body).map_err(|error| {
             error.log(&self.request_id);
             serde_json::json!({ "error": error.render().to_json() })
                 .to_string()

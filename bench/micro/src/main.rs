@@ -1,12 +1,14 @@
 //! Times each transcoding step of the benchmark's REST → gRPC rows, in-process, on the same
 //! messages: the GET row's reply (book 1 as the backend encodes it) and the POST row's ~1 KB
 //! book body. Compares omnigate's functions with prost-reflect's plain serde path, to size
-//! what path tracking and the input guard cost.
+//! what path tracking and the input guard cost, and the reply's decode + encode with
+//! rendering straight from the wire bytes (`transcode::wire`).
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use omnigate::transcode::json::{self, JsonOptions};
+use omnigate::transcode::wire;
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
 
@@ -63,7 +65,11 @@ fn main() {
         black_box(black_box(&request).encoded_len());
     });
     let wire = request.encode_to_vec();
-    println!("  (request message: {} bytes protobuf, {} bytes JSON)", wire.len(), body.len());
+    println!(
+        "  (request message: {} bytes protobuf, {} bytes JSON)",
+        wire.len(),
+        body.len()
+    );
 
     // GET/POST reply: protobuf bytes → message → JSON.
     let reply_msg = json::decode_message(&book_desc, &body, &opts).expect("ok");
@@ -74,12 +80,46 @@ fn main() {
     time("reply json::encode_message (path tracking)", n, || {
         black_box(json::encode_message(black_box(&reply_msg), &opts).expect("ok"));
     });
-    time("reply plain serde_json::to_vec (no path tracking)", n, || {
-        let mut out = Vec::with_capacity(1024);
-        let mut s = serde_json::Serializer::new(&mut out);
-        black_box(&reply_msg)
-            .serialize_with_options(&mut s, &ser)
-            .expect("ok");
+    time(
+        "reply plain serde_json::to_vec (no path tracking)",
+        n,
+        || {
+            let mut out = Vec::with_capacity(1024);
+            let mut s = serde_json::Serializer::new(&mut out);
+            black_box(&reply_msg)
+                .serialize_with_options(&mut s, &ser)
+                .expect("ok");
+            black_box(out);
+        },
+    );
+
+    // The reply path before and after rendering straight from the wire bytes.
+    println!("  (reply message: {} bytes protobuf)", reply.len());
+    time("reply before: decode + json::encode_message", n, || {
+        let msg = DynamicMessage::decode(book_desc.clone(), black_box(reply.clone())).expect("ok");
+        black_box(json::encode_message(&msg, &opts).expect("ok"));
+    });
+    let plan = wire::ReplyPlan::compile(&book_desc);
+    time("reply after: wire::render_reply", n, || {
+        let mut out = Vec::with_capacity(2 * reply.len() + 16);
+        wire::render_reply(&plan, black_box(&reply), &opts, &mut out).expect("ok");
         black_box(out);
+    });
+    let all = JsonOptions {
+        emit_unpopulated: true,
+        use_proto_names: true,
+        ..JsonOptions::default()
+    };
+    time("reply before, emit_unpopulated + proto names", n, || {
+        let msg = DynamicMessage::decode(book_desc.clone(), black_box(reply.clone())).expect("ok");
+        black_box(json::encode_message(&msg, &all).expect("ok"));
+    });
+    time("reply after, emit_unpopulated + proto names", n, || {
+        let mut out = Vec::with_capacity(2 * reply.len() + 16);
+        wire::render_reply(&plan, black_box(&reply), &all, &mut out).expect("ok");
+        black_box(out);
+    });
+    time("ReplyPlan::compile(library.v1.Book)", n / 10, || {
+        black_box(wire::ReplyPlan::compile(black_box(&book_desc)));
     });
 }

@@ -1,0 +1,1117 @@
+//! The renderer: one walk over the wire bytes of a message, writing its proto3 JSON into the
+//! output as it goes, with the decoding rules of `DynamicMessage::decode` (prost's) and the
+//! rendering rules of prost-reflect's serializer.
+//!
+//! Per message, fields are first rendered in wire order, which is field-number order for
+//! everything prost and most other encoders emit. A field out of number order, or a second
+//! member of a oneof, stops that (cheaply detected) and the message is rendered again from
+//! spans collected and sorted by field number. A singular scalar repeated right after itself
+//! (last one wins) is handled in place by truncating the first one's output.
+
+use base64::Engine as _;
+use prost_reflect::DynamicMessage;
+use serde_json::ser::{CompactFormatter, Formatter};
+
+use super::plan::{FieldPlan, MessagePlan, ReplyPlan, Shape, Special, Ty, I32, I64, LEN, VARINT};
+use crate::transcode::json::{self, JsonOptions};
+
+/// prost's limit on nested messages (`DecodeContext`), which `DynamicMessage::decode` obeys.
+pub(super) const RECURSION_LIMIT: u32 = 100;
+
+/// Why rendering stopped. Everything but [`Stop::Reorder`] makes the caller fall back to
+/// `DynamicMessage::decode` + prost-reflect, which then gives the exact result or error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// Fields out of number order, or two members of one oneof: render this message again
+    /// from sorted spans. Never escapes [`Renderer::message`].
+    Reorder,
+    /// Bytes that `DynamicMessage::decode` rejects too.
+    Malformed,
+    /// A wire shape left to prost-reflect: groups, a singular message field twice (merged),
+    /// a map field that is not length-delimited, a field of a pool extension.
+    Unsupported,
+    /// A value prost-reflect cannot render (out-of-range `Timestamp`, non-finite number in a
+    /// `Value`, ...), or an `Any` that failed.
+    Unrenderable,
+}
+
+/// One field's value as read from the wire, before its type is applied.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Payload<'b> {
+    Varint(u64),
+    Fixed32(u32),
+    Fixed64(u64),
+    Len(&'b [u8]),
+}
+
+/// A cursor over the fields of one message.
+pub(super) struct Reader<'b> {
+    buf: &'b [u8],
+    at: usize,
+}
+
+impl<'b> Reader<'b> {
+    pub(super) fn new(buf: &'b [u8]) -> Self {
+        Reader { buf, at: 0 }
+    }
+
+    #[inline]
+    pub(super) fn done(&self) -> bool {
+        self.at >= self.buf.len()
+    }
+
+    /// A varint, accepted and rejected exactly as prost's `decode_varint` does.
+    #[inline]
+    fn varint(&mut self) -> Result<u64, Stop> {
+        let Some(&first) = self.buf.get(self.at) else {
+            return Err(Stop::Malformed);
+        };
+        if first < 0x80 {
+            self.at += 1;
+            return Ok(u64::from(first));
+        }
+        let mut value = 0u64;
+        for i in 0..10 {
+            let Some(&byte) = self.buf.get(self.at + i) else {
+                return Err(Stop::Malformed);
+            };
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte < 0x80 {
+                // The tenth byte may only carry the top bit of a u64.
+                if i == 9 && byte >= 0x02 {
+                    return Err(Stop::Malformed);
+                }
+                self.at += i + 1;
+                return Ok(value);
+            }
+        }
+        Err(Stop::Malformed)
+    }
+
+    fn fixed<const N: usize>(&mut self) -> Result<[u8; N], Stop> {
+        let bytes = self
+            .buf
+            .get(self.at..self.at + N)
+            .and_then(|b| <[u8; N]>::try_from(b).ok())
+            .ok_or(Stop::Malformed)?;
+        self.at += N;
+        Ok(bytes)
+    }
+
+    /// One value of wire type `wire_type` (an element of a packed field).
+    #[inline]
+    fn value(&mut self, wire_type: u8) -> Result<Payload<'b>, Stop> {
+        Ok(match wire_type {
+            VARINT => Payload::Varint(self.varint()?),
+            I64 => Payload::Fixed64(u64::from_le_bytes(self.fixed::<8>()?)),
+            I32 => Payload::Fixed32(u32::from_le_bytes(self.fixed::<4>()?)),
+            LEN => {
+                let len = self.varint()?;
+                let rest = self.buf.len() - self.at;
+                if len > rest as u64 {
+                    return Err(Stop::Malformed);
+                }
+                let start = self.at;
+                self.at += len as usize;
+                Payload::Len(&self.buf[start..self.at])
+            }
+            // Groups (3, 4) are left to prost-reflect; 6 and 7 are not wire types.
+            3 | 4 => return Err(Stop::Unsupported),
+            _ => return Err(Stop::Malformed),
+        })
+    }
+
+    /// The next field: its number and value.
+    #[inline]
+    pub(super) fn field(&mut self) -> Result<(u32, Payload<'b>), Stop> {
+        let key = self.varint()?;
+        if key > u64::from(u32::MAX) {
+            return Err(Stop::Malformed);
+        }
+        let number = (key as u32) >> 3;
+        if number == 0 {
+            return Err(Stop::Malformed);
+        }
+        Ok((number, self.value((key & 7) as u8)?))
+    }
+}
+
+/// A decoded scalar value.
+#[derive(Clone, Copy, Debug)]
+enum Scalar<'b> {
+    I32(i32),
+    I64(i64),
+    U32(u32),
+    U64(u64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    Str(&'b str),
+    Bytes(&'b [u8]),
+    Enum(u32, i32),
+    Null(i32),
+}
+
+/// Apply `ty` to a payload with prost's conversions (`int32` from a varint truncates, ...).
+/// A payload of the wrong wire type is malformed, as `check_wire_type` says.
+#[inline]
+fn scalar(ty: Ty, payload: Payload<'_>) -> Result<Scalar<'_>, Stop> {
+    use Payload::{Fixed32, Fixed64, Len, Varint};
+    Ok(match (ty, payload) {
+        (Ty::Int32, Varint(v)) => Scalar::I32(v as i32),
+        (Ty::Int64, Varint(v)) => Scalar::I64(v as i64),
+        (Ty::Uint32, Varint(v)) => Scalar::U32(v as u32),
+        (Ty::Uint64, Varint(v)) => Scalar::U64(v),
+        (Ty::Sint32, Varint(v)) => {
+            let v = v as u32;
+            Scalar::I32(((v >> 1) as i32) ^ -((v & 1) as i32))
+        }
+        (Ty::Sint64, Varint(v)) => Scalar::I64(((v >> 1) as i64) ^ -((v & 1) as i64)),
+        (Ty::Bool, Varint(v)) => Scalar::Bool(v != 0),
+        (Ty::Enum(e), Varint(v)) => Scalar::Enum(e, v as i32),
+        (Ty::Null, Varint(v)) => Scalar::Null(v as i32),
+        (Ty::Fixed32, Fixed32(v)) => Scalar::U32(v),
+        (Ty::Sfixed32, Fixed32(v)) => Scalar::I32(v as i32),
+        (Ty::Float, Fixed32(v)) => Scalar::F32(f32::from_bits(v)),
+        (Ty::Fixed64, Fixed64(v)) => Scalar::U64(v),
+        (Ty::Sfixed64, Fixed64(v)) => Scalar::I64(v as i64),
+        (Ty::Double, Fixed64(v)) => Scalar::F64(f64::from_bits(v)),
+        (Ty::String, Len(b)) => Scalar::Str(std::str::from_utf8(b).map_err(|_| Stop::Malformed)?),
+        (Ty::Bytes, Len(b)) => Scalar::Bytes(b),
+        (Ty::Message(_) | Ty::Group, _) => return Err(Stop::Unsupported),
+        _ => return Err(Stop::Malformed),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON output helpers (byte-identical to serde_json's compact output).
+
+/// serde_json's escape table: `"`, `\` and control characters; nothing else.
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = b'u';
+        i += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// Append `s` as a JSON string.
+pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = ESCAPE[b as usize];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if escape == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xf) as usize]);
+        } else {
+            out.push(b'\\');
+            out.push(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+// Writing into a `Vec<u8>` cannot fail, so the `io::Result`s below carry nothing.
+
+fn write_i64(out: &mut Vec<u8>, v: i64) {
+    let _ = CompactFormatter.write_i64(out, v);
+}
+
+fn write_u64(out: &mut Vec<u8>, v: u64) {
+    let _ = CompactFormatter.write_u64(out, v);
+}
+
+fn write_f32(out: &mut Vec<u8>, v: f32) {
+    if v.is_finite() {
+        let _ = CompactFormatter.write_f32(out, v);
+    } else {
+        out.extend_from_slice(non_finite(f64::from(v)));
+    }
+}
+
+fn write_f64(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        let _ = CompactFormatter.write_f64(out, v);
+    } else {
+        out.extend_from_slice(non_finite(v));
+    }
+}
+
+fn non_finite(v: f64) -> &'static [u8] {
+    if v.is_nan() {
+        b"\"NaN\""
+    } else if v > 0.0 {
+        b"\"Infinity\""
+    } else {
+        b"\"-Infinity\""
+    }
+}
+
+fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Stop> {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let len = base64::encoded_len(bytes.len(), true).ok_or(Stop::Unrenderable)?;
+    out.push(b'"');
+    let start = out.len();
+    out.resize(start + len, 0);
+    let written = engine
+        .encode_slice(bytes, &mut out[start..])
+        .map_err(|_| Stop::Unrenderable)?;
+    out.truncate(start + written);
+    out.push(b'"');
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The renderer.
+
+/// The state of one JSON object being written.
+struct Obj {
+    /// An entry was written: the next one needs a comma.
+    comma: bool,
+    /// Fields before this position have been dealt with (written, skipped or defaulted).
+    next: usize,
+    /// The repeated or map field being written.
+    run: Option<Run>,
+    /// The singular field written last, to overwrite if it comes again (last one wins).
+    last: Option<Last>,
+    /// Oneofs (by index) with a member dealt with; only checked on the wire-order pass.
+    oneofs: u64,
+    /// The fields arrive sorted and deduplicated (second pass).
+    sorted: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Run {
+    pos: usize,
+    /// Output length (and comma state) before the field's key.
+    mark: usize,
+    comma: bool,
+    count: usize,
+    /// `Renderer::entries` length when the run started (its map entries follow).
+    entries: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Last {
+    pos: usize,
+    mark: usize,
+    comma: bool,
+}
+
+impl Obj {
+    fn new(sorted: bool) -> Self {
+        Obj {
+            comma: false,
+            next: 0,
+            run: None,
+            last: None,
+            oneofs: 0,
+            sorted,
+        }
+    }
+}
+
+pub(super) struct Renderer<'a> {
+    plan: &'a ReplyPlan,
+    opts: &'a JsonOptions,
+    out: &'a mut Vec<u8>,
+    /// `(start, end of key)` in `out` of the entries of the maps being written, innermost
+    /// last, to find duplicate keys.
+    entries: Vec<(usize, usize)>,
+}
+
+impl<'a> Renderer<'a> {
+    pub(super) fn new(plan: &'a ReplyPlan, opts: &'a JsonOptions, out: &'a mut Vec<u8>) -> Self {
+        Renderer {
+            plan,
+            opts,
+            out,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Render message type `mi` from `buf`; `ctx` is prost's remaining recursion budget.
+    pub(super) fn message(&mut self, mi: u32, buf: &[u8], ctx: u32) -> Result<(), Stop> {
+        let plan = self.plan;
+        let m = &plan.messages[mi as usize];
+        match m.special {
+            Special::None => {
+                let start = self.out.len();
+                let entries = self.entries.len();
+                match self.fields(m, buf, ctx, false) {
+                    Err(Stop::Reorder) => {
+                        self.out.truncate(start);
+                        self.entries.truncate(entries);
+                        self.fields(m, buf, ctx, true)
+                    }
+                    other => other,
+                }
+            }
+            Special::Timestamp => self.timestamp(buf),
+            Special::Duration => self.duration(buf),
+            Special::Wrapper(ty) => self.wrapper(ty, buf),
+            Special::Empty => {
+                let mut r = Reader::new(buf);
+                while !r.done() {
+                    r.field()?;
+                }
+                self.out.extend_from_slice(b"{}");
+                Ok(())
+            }
+            Special::FieldMask => self.field_mask(buf),
+            Special::Struct => self.struct_value(buf, ctx),
+            Special::Value => self.value_message(buf, ctx),
+            Special::ListValue => self.list_value(buf, ctx),
+            Special::Any => {
+                // `Any` needs the pool to resolve its type: prost-reflect renders it.
+                let any =
+                    DynamicMessage::decode(m.desc.clone(), buf).map_err(|_| Stop::Malformed)?;
+                json::encode_message_to(&any, self.opts, self.out).map_err(|_| Stop::Unrenderable)
+            }
+        }
+    }
+
+    /// A message nested in the current one (prost checks the budget, then spends one).
+    #[inline]
+    fn nested(&mut self, mi: u32, buf: &[u8], ctx: u32) -> Result<(), Stop> {
+        if ctx == 0 {
+            return Err(Stop::Malformed);
+        }
+        self.message(mi, buf, ctx - 1)
+    }
+
+    /// The fields of an ordinary message as an object: in wire order (`sorted == false`,
+    /// may stop with [`Stop::Reorder`]), or from spans sorted by field number.
+    fn fields(&mut self, m: &MessagePlan, buf: &[u8], ctx: u32, sorted: bool) -> Result<(), Stop> {
+        let mut obj = Obj::new(sorted);
+        if !sorted {
+            self.out.push(b'{');
+            let mut r = Reader::new(buf);
+            while !r.done() {
+                let (number, payload) = r.field()?;
+                match m.position(number) {
+                    Some(pos) => self.occurrence(m, &mut obj, pos, payload, ctx)?,
+                    None if m.has_extensions => return Err(Stop::Unsupported),
+                    None => {}
+                }
+            }
+        } else {
+            let kept = self.sorted_spans(m, buf, ctx)?;
+            self.out.push(b'{');
+            for (pos, payload) in kept {
+                self.occurrence(m, &mut obj, pos, payload, ctx)?;
+            }
+        }
+        if let Some(run) = obj.run {
+            self.close(&m.fields[run.pos], &mut obj);
+        }
+        self.defaults(m, &mut obj, m.fields.len(), ctx)?;
+        self.out.push(b'}');
+        Ok(())
+    }
+
+    /// The occurrences that decide the message's value, sorted by field number: all of
+    /// repeated and map fields, the last of a singular field, only the last-set member of a
+    /// oneof. Occurrences that lose are still checked (rendered, then dropped), because
+    /// `DynamicMessage::decode` would reject them if they were malformed.
+    fn sorted_spans<'b>(
+        &mut self,
+        m: &MessagePlan,
+        buf: &'b [u8],
+        ctx: u32,
+    ) -> Result<Vec<(usize, Payload<'b>)>, Stop> {
+        let mut all: Vec<(usize, Payload<'b>)> = Vec::new();
+        let mut r = Reader::new(buf);
+        while !r.done() {
+            let (number, payload) = r.field()?;
+            match m.position(number) {
+                Some(pos) => all.push((pos, payload)),
+                None if m.has_extensions => return Err(Stop::Unsupported),
+                None => {}
+            }
+        }
+        let mut last = vec![usize::MAX; m.fields.len()];
+        let mut winner = vec![usize::MAX; m.oneofs];
+        for (i, &(pos, _)) in all.iter().enumerate() {
+            let f = &m.fields[pos];
+            if matches!(f.shape, Shape::Single) {
+                if last[pos] != usize::MAX && matches!(f.ty, Ty::Message(_) | Ty::Group) {
+                    // Merged by protobuf rules: left to prost-reflect.
+                    return Err(Stop::Unsupported);
+                }
+                last[pos] = i;
+                if let Some(o) = f.oneof {
+                    winner[o as usize] = i;
+                }
+            }
+        }
+        let mut kept = Vec::with_capacity(all.len());
+        for (i, &(pos, payload)) in all.iter().enumerate() {
+            let f = &m.fields[pos];
+            let keep = match f.shape {
+                Shape::Single => last[pos] == i && f.oneof.is_none_or(|o| winner[o as usize] == i),
+                Shape::List | Shape::Map { .. } => true,
+            };
+            if keep {
+                kept.push((pos, payload));
+            } else {
+                let mark = self.out.len();
+                self.value(f.ty, payload, ctx)?;
+                self.out.truncate(mark);
+            }
+        }
+        kept.sort_by_key(|&(pos, _)| pos);
+        Ok(kept)
+    }
+
+    /// One field occurrence, in field-number order (else [`Stop::Reorder`]).
+    fn occurrence(
+        &mut self,
+        m: &MessagePlan,
+        obj: &mut Obj,
+        pos: usize,
+        payload: Payload<'_>,
+        ctx: u32,
+    ) -> Result<(), Stop> {
+        let f = &m.fields[pos];
+        if let Some(run) = obj.run {
+            if run.pos == pos {
+                return self.item(f, obj, payload, ctx);
+            }
+            self.close(&m.fields[run.pos], obj);
+        }
+        if pos < obj.next {
+            match obj.last {
+                // The same singular field again: the last one wins.
+                Some(last) if last.pos == pos => {
+                    if matches!(f.ty, Ty::Message(_) | Ty::Group) {
+                        return Err(Stop::Unsupported);
+                    }
+                    self.out.truncate(last.mark);
+                    obj.comma = last.comma;
+                }
+                _ => return Err(Stop::Reorder),
+            }
+        } else {
+            self.defaults(m, obj, pos, ctx)?;
+            if let (Some(o), false) = (f.oneof, obj.sorted) {
+                if o >= 64 || obj.oneofs & (1 << o) != 0 {
+                    return Err(Stop::Reorder);
+                }
+                obj.oneofs |= 1 << o;
+            }
+            obj.next = pos + 1;
+        }
+        match f.shape {
+            Shape::Single => {
+                obj.last = Some(Last {
+                    pos,
+                    mark: self.out.len(),
+                    comma: obj.comma,
+                });
+                self.single(f, obj, payload, ctx)
+            }
+            Shape::List | Shape::Map { .. } => {
+                obj.last = None;
+                obj.run = Some(Run {
+                    pos,
+                    mark: self.out.len(),
+                    comma: obj.comma,
+                    count: 0,
+                    entries: self.entries.len(),
+                });
+                self.key(f, obj);
+                self.out.push(if matches!(f.shape, Shape::List) {
+                    b'['
+                } else {
+                    b'{'
+                });
+                self.item(f, obj, payload, ctx)
+            }
+        }
+    }
+
+    #[inline]
+    fn key(&mut self, f: &FieldPlan, obj: &mut Obj) {
+        if obj.comma {
+            self.out.push(b',');
+        }
+        obj.comma = true;
+        let key = if self.opts.use_proto_names {
+            &f.proto_key
+        } else {
+            &f.json_key
+        };
+        self.out.extend_from_slice(key);
+    }
+
+    /// With `emit_unpopulated`, the defaults of the fields without presence before `upto`
+    /// that did not appear.
+    fn defaults(
+        &mut self,
+        m: &MessagePlan,
+        obj: &mut Obj,
+        upto: usize,
+        ctx: u32,
+    ) -> Result<(), Stop> {
+        if self.opts.emit_unpopulated {
+            for f in &m.fields[obj.next.min(upto)..upto] {
+                if f.presence {
+                    continue;
+                }
+                self.key(f, obj);
+                match f.shape {
+                    Shape::Single => self.default_value(f.ty, ctx)?,
+                    Shape::List => self.out.extend_from_slice(b"[]"),
+                    Shape::Map { .. } => self.out.extend_from_slice(b"{}"),
+                }
+            }
+        }
+        obj.next = obj.next.max(upto);
+        Ok(())
+    }
+
+    fn single(
+        &mut self,
+        f: &FieldPlan,
+        obj: &mut Obj,
+        payload: Payload<'_>,
+        ctx: u32,
+    ) -> Result<(), Stop> {
+        match f.ty {
+            Ty::Message(mi) => {
+                let Payload::Len(bytes) = payload else {
+                    return Err(Stop::Malformed);
+                };
+                self.key(f, obj);
+                self.nested(mi, bytes, ctx)
+            }
+            Ty::Group => Err(Stop::Unsupported),
+            ty => {
+                let s = scalar(ty, payload)?;
+                if !f.presence && !self.opts.emit_unpopulated && self.is_default(s) {
+                    return Ok(());
+                }
+                self.key(f, obj);
+                self.write_scalar(s)
+            }
+        }
+    }
+
+    /// One element of a repeated field (or several, packed), or one map entry.
+    fn item(
+        &mut self,
+        f: &FieldPlan,
+        obj: &mut Obj,
+        payload: Payload<'_>,
+        ctx: u32,
+    ) -> Result<(), Stop> {
+        let Some(run) = obj.run.as_mut() else {
+            return Err(Stop::Unsupported);
+        };
+        match f.shape {
+            Shape::List => match payload {
+                Payload::Len(bytes) if f.ty.packable() => {
+                    let wire_type = f.ty.wire_type();
+                    let mut r = Reader::new(bytes);
+                    while !r.done() {
+                        let element = scalar(f.ty, r.value(wire_type)?)?;
+                        if run.count > 0 {
+                            self.out.push(b',');
+                        }
+                        run.count += 1;
+                        self.write_scalar(element)?;
+                    }
+                    Ok(())
+                }
+                _ => {
+                    if run.count > 0 {
+                        self.out.push(b',');
+                    }
+                    run.count += 1;
+                    self.value(f.ty, payload, ctx)
+                }
+            },
+            Shape::Map { key, value } => {
+                // prost-reflect reads any map occurrence as length-delimited, whatever its
+                // wire type says: such bytes are left to it.
+                let Payload::Len(entry) = payload else {
+                    return Err(Stop::Unsupported);
+                };
+                if run.count > 0 {
+                    self.out.push(b',');
+                }
+                run.count += 1;
+                self.entry(key, value, entry, ctx)
+            }
+            Shape::Single => Err(Stop::Unsupported),
+        }
+    }
+
+    /// End the repeated or map field being written: `]`/`}`, or nothing at all when it
+    /// turned out empty (a packed field of length 0), unless defaults are wanted.
+    fn close(&mut self, f: &FieldPlan, obj: &mut Obj) {
+        let Some(run) = obj.run.take() else {
+            return;
+        };
+        let is_map = matches!(f.shape, Shape::Map { .. });
+        if run.count == 0 && !self.opts.emit_unpopulated {
+            self.out.truncate(run.mark);
+            obj.comma = run.comma;
+        } else {
+            if is_map {
+                self.dedupe(run.entries);
+            }
+            self.out.push(if is_map { b'}' } else { b']' });
+        }
+        self.entries.truncate(run.entries);
+    }
+
+    /// A map entry `"key":value`; a missing key or value is its type's default.
+    fn entry(&mut self, key_ty: Ty, value_ty: Ty, entry: &[u8], ctx: u32) -> Result<(), Stop> {
+        let mut key = None;
+        let mut value = None;
+        let mut message = None;
+        let mut r = Reader::new(entry);
+        while !r.done() {
+            match r.field()? {
+                (1, p) => key = Some(scalar(key_ty, p)?),
+                (2, p) => match value_ty {
+                    Ty::Message(_) => {
+                        let Payload::Len(bytes) = p else {
+                            return Err(Stop::Malformed);
+                        };
+                        if message.is_some() {
+                            return Err(Stop::Unsupported);
+                        }
+                        message = Some(bytes);
+                    }
+                    ty => value = Some(scalar(ty, p)?),
+                },
+                _ => {}
+            }
+        }
+        let start = self.out.len();
+        match key.unwrap_or_else(|| self.default_scalar(key_ty)) {
+            Scalar::Str(s) => write_str(self.out, s),
+            Scalar::I32(v) => self.quoted_int(i64::from(v)),
+            Scalar::I64(v) => self.quoted_int(v),
+            Scalar::U32(v) => self.quoted_uint(u64::from(v)),
+            Scalar::U64(v) => self.quoted_uint(v),
+            Scalar::Bool(b) => {
+                self.out
+                    .extend_from_slice(if b { b"\"true\"" } else { b"\"false\"" })
+            }
+            _ => return Err(Stop::Unsupported),
+        }
+        let key_end = self.out.len();
+        self.out.push(b':');
+        match (value_ty, message, value) {
+            (Ty::Message(mi), Some(bytes), _) => self.nested(mi, bytes, ctx)?,
+            (_, _, Some(s)) => self.write_scalar(s)?,
+            _ => self.default_value(value_ty, ctx)?,
+        }
+        self.entries.push((start, key_end));
+        Ok(())
+    }
+
+    fn quoted_int(&mut self, v: i64) {
+        self.out.push(b'"');
+        write_i64(self.out, v);
+        self.out.push(b'"');
+    }
+
+    fn quoted_uint(&mut self, v: u64) {
+        self.out.push(b'"');
+        write_u64(self.out, v);
+        self.out.push(b'"');
+    }
+
+    /// Drop all but the last of map entries with equal keys (from `base` in `entries`), as
+    /// the last value wins when decoding a map.
+    fn dedupe(&mut self, base: usize) {
+        let entries = &self.entries[base..];
+        let n = entries.len();
+        if n < 2 {
+            return;
+        }
+        let out = &*self.out;
+        let key = |i: usize| &out[entries[i].0..entries[i].1];
+        let duplicated = if n <= 16 {
+            (0..n).any(|i| (i + 1..n).any(|j| key(i) == key(j)))
+        } else {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| key(a).cmp(key(b)));
+            order.windows(2).any(|w| key(w[0]) == key(w[1]))
+        };
+        if !duplicated {
+            return;
+        }
+        // Rare: rebuild the entries, keeping the last of each key.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| key(a).cmp(key(b)).then(a.cmp(&b)));
+        let mut keep = vec![false; n];
+        for (k, &i) in order.iter().enumerate() {
+            keep[i] = order.get(k + 1).is_none_or(|&next| key(next) != key(i));
+        }
+        let end = |i: usize| {
+            if i + 1 < n {
+                entries[i + 1].0 - 1
+            } else {
+                out.len()
+            }
+        };
+        let mut rebuilt = Vec::with_capacity(out.len() - entries[0].0);
+        for i in (0..n).filter(|&i| keep[i]) {
+            if !rebuilt.is_empty() {
+                rebuilt.push(b',');
+            }
+            rebuilt.extend_from_slice(&out[entries[i].0..end(i)]);
+        }
+        let start = entries[0].0;
+        self.out.truncate(start);
+        self.out.extend_from_slice(&rebuilt);
+    }
+
+    /// A singular value (or one element) of type `ty`, whatever its value.
+    fn value(&mut self, ty: Ty, payload: Payload<'_>, ctx: u32) -> Result<(), Stop> {
+        match ty {
+            Ty::Message(mi) => match payload {
+                Payload::Len(bytes) => self.nested(mi, bytes, ctx),
+                _ => Err(Stop::Malformed),
+            },
+            Ty::Group => Err(Stop::Unsupported),
+            ty => {
+                let s = scalar(ty, payload)?;
+                self.write_scalar(s)
+            }
+        }
+    }
+
+    fn default_value(&mut self, ty: Ty, ctx: u32) -> Result<(), Stop> {
+        match ty {
+            // The default message: no decoding, so no recursion budget spent.
+            Ty::Message(mi) => self.message(mi, &[], ctx),
+            Ty::Group => Err(Stop::Unsupported),
+            ty => {
+                let s = self.default_scalar(ty);
+                self.write_scalar(s)
+            }
+        }
+    }
+
+    fn default_scalar(&self, ty: Ty) -> Scalar<'static> {
+        match ty {
+            Ty::Double => Scalar::F64(0.0),
+            Ty::Float => Scalar::F32(0.0),
+            Ty::Int32 | Ty::Sint32 | Ty::Sfixed32 => Scalar::I32(0),
+            Ty::Int64 | Ty::Sint64 | Ty::Sfixed64 => Scalar::I64(0),
+            Ty::Uint32 | Ty::Fixed32 => Scalar::U32(0),
+            Ty::Uint64 | Ty::Fixed64 => Scalar::U64(0),
+            Ty::Bool => Scalar::Bool(false),
+            Ty::String => Scalar::Str(""),
+            Ty::Bytes | Ty::Message(_) | Ty::Group => Scalar::Bytes(&[]),
+            Ty::Enum(e) => Scalar::Enum(e, self.plan.enums[e as usize].default),
+            Ty::Null => Scalar::Null(0),
+        }
+    }
+
+    #[inline]
+    fn is_default(&self, s: Scalar<'_>) -> bool {
+        match s {
+            Scalar::I32(v) | Scalar::Null(v) => v == 0,
+            Scalar::I64(v) => v == 0,
+            Scalar::U32(v) => v == 0,
+            Scalar::U64(v) => v == 0,
+            // `==`: -0.0 is a default too, NaN is not (prost-reflect compares values).
+            Scalar::F32(v) => v == 0.0,
+            Scalar::F64(v) => v == 0.0,
+            Scalar::Bool(v) => !v,
+            Scalar::Str(v) => v.is_empty(),
+            Scalar::Bytes(v) => v.is_empty(),
+            Scalar::Enum(e, v) => v == self.plan.enums[e as usize].default,
+        }
+    }
+
+    #[inline]
+    fn write_scalar(&mut self, s: Scalar<'_>) -> Result<(), Stop> {
+        match s {
+            Scalar::I32(v) => write_i64(self.out, i64::from(v)),
+            Scalar::U32(v) => write_u64(self.out, u64::from(v)),
+            Scalar::I64(v) => self.quoted_int(v),
+            Scalar::U64(v) => self.quoted_uint(v),
+            Scalar::F32(v) => write_f32(self.out, v),
+            Scalar::F64(v) => write_f64(self.out, v),
+            Scalar::Bool(v) => self
+                .out
+                .extend_from_slice(if v { b"true" } else { b"false" }),
+            Scalar::Str(v) => write_str(self.out, v),
+            Scalar::Bytes(v) => write_base64(self.out, v)?,
+            Scalar::Enum(e, v) => match self.plan.enums[e as usize].name(v) {
+                Some(name) => self.out.extend_from_slice(name),
+                None => write_i64(self.out, i64::from(v)),
+            },
+            Scalar::Null(_) => self.out.extend_from_slice(b"null"),
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Well-known types, as prost-reflect's `ser/wkt.rs` renders them.
+
+    /// `seconds` (1) and `nanos` (2) of a Timestamp or Duration; last one wins.
+    fn seconds_nanos(buf: &[u8]) -> Result<(i64, i32), Stop> {
+        let (mut seconds, mut nanos) = (0i64, 0i32);
+        let mut r = Reader::new(buf);
+        while !r.done() {
+            match r.field()? {
+                (1, Payload::Varint(v)) => seconds = v as i64,
+                (2, Payload::Varint(v)) => nanos = v as i32,
+                (1 | 2, _) => return Err(Stop::Malformed),
+                _ => {}
+            }
+        }
+        Ok((seconds, nanos))
+    }
+
+    fn timestamp(&mut self, buf: &[u8]) -> Result<(), Stop> {
+        const MIN_SECONDS: i64 = -62_135_596_800;
+        const MAX_SECONDS: i64 = 253_402_300_799;
+        let (seconds, nanos) = Self::seconds_nanos(buf)?;
+        if !(MIN_SECONDS..=MAX_SECONDS).contains(&seconds) {
+            return Err(Stop::Unrenderable);
+        }
+        self.display(&prost_types::Timestamp { seconds, nanos })
+    }
+
+    fn duration(&mut self, buf: &[u8]) -> Result<(), Stop> {
+        const MAX_SECONDS: u64 = 315_576_000_000;
+        const MAX_NANOS: u32 = 999_999_999;
+        let (seconds, nanos) = Self::seconds_nanos(buf)?;
+        if seconds.unsigned_abs() > MAX_SECONDS || nanos.unsigned_abs() > MAX_NANOS {
+            return Err(Stop::Unrenderable);
+        }
+        self.display(&prost_types::Duration { seconds, nanos })
+    }
+
+    /// A quoted `Display` (prost-types' own formatting, as prost-reflect uses it; the text
+    /// never needs escaping).
+    fn display(&mut self, value: &dyn std::fmt::Display) -> Result<(), Stop> {
+        use std::io::Write as _;
+        write!(self.out, "\"{value}\"").map_err(|_| Stop::Unrenderable)
+    }
+
+    fn wrapper(&mut self, ty: Ty, buf: &[u8]) -> Result<(), Stop> {
+        let mut value = self.default_scalar(ty);
+        let mut r = Reader::new(buf);
+        while !r.done() {
+            if let (1, p) = r.field()? {
+                value = scalar(ty, p)?;
+            }
+        }
+        match value {
+            // serde_json writes a non-finite float as `null`.
+            Scalar::F32(v) if !v.is_finite() => self.out.extend_from_slice(b"null"),
+            Scalar::F64(v) if !v.is_finite() => self.out.extend_from_slice(b"null"),
+            s => self.write_scalar(s)?,
+        }
+        Ok(())
+    }
+
+    /// Paths in lowerCamelCase joined by `,`; a path that would not round-trip fails.
+    fn field_mask(&mut self, buf: &[u8]) -> Result<(), Stop> {
+        let mut text = String::new();
+        let mut r = Reader::new(buf);
+        while !r.done() {
+            let (1, p) = r.field()? else {
+                continue;
+            };
+            let Scalar::Str(path) = scalar(Ty::String, p)? else {
+                return Err(Stop::Malformed);
+            };
+            // As prost-reflect does: an empty path adds nothing, not even its comma.
+            if !text.is_empty() {
+                text.push(',');
+            }
+            for (i, part) in path.split('.').enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                let mut upper_next = false;
+                for ch in part.chars() {
+                    if ch.is_ascii_uppercase() {
+                        return Err(Stop::Unrenderable);
+                    }
+                    if upper_next {
+                        let upper = ch.to_ascii_uppercase();
+                        if upper == ch {
+                            return Err(Stop::Unrenderable);
+                        }
+                        text.push(upper);
+                        upper_next = false;
+                    } else if ch == '_' {
+                        upper_next = true;
+                    } else {
+                        text.push(ch);
+                    }
+                }
+            }
+        }
+        write_str(self.out, &text);
+        Ok(())
+    }
+
+    /// `Struct`: its `fields` map (1) as an object.
+    fn struct_value(&mut self, buf: &[u8], ctx: u32) -> Result<(), Stop> {
+        self.out.push(b'{');
+        let base = self.entries.len();
+        let mut count = 0;
+        let mut r = Reader::new(buf);
+        while !r.done() {
+            let (number, payload) = r.field()?;
+            if number != 1 {
+                continue;
+            }
+            let Payload::Len(entry) = payload else {
+                return Err(Stop::Unsupported);
+            };
+            if count > 0 {
+                self.out.push(b',');
+            }
+            count += 1;
+            let mut key = "";
+            let mut value = None;
+            let mut er = Reader::new(entry);
+            while !er.done() {
+                match er.field()? {
+                    (1, p) => {
+                        let Scalar::Str(k) = scalar(Ty::String, p)? else {
+                            return Err(Stop::Malformed);
+                        };
+                        key = k;
+                    }
+                    (2, Payload::Len(bytes)) => {
+                        if value.is_some() {
+                            return Err(Stop::Unsupported);
+                        }
+                        value = Some(bytes);
+                    }
+                    (2, _) => return Err(Stop::Malformed),
+                    _ => {}
+                }
+            }
+            let start = self.out.len();
+            write_str(self.out, key);
+            let key_end = self.out.len();
+            self.out.push(b':');
+            match value {
+                Some(bytes) => {
+                    if ctx == 0 {
+                        return Err(Stop::Malformed);
+                    }
+                    self.value_message(bytes, ctx - 1)?;
+                }
+                None => self.out.extend_from_slice(b"null"),
+            }
+            self.entries.push((start, key_end));
+        }
+        self.dedupe(base);
+        self.entries.truncate(base);
+        self.out.push(b'}');
+        Ok(())
+    }
+
+    /// `Value`: its one set member (the last one seen), or `null`.
+    fn value_message(&mut self, buf: &[u8], ctx: u32) -> Result<(), Stop> {
+        let start = self.out.len();
+        let mut previous = 0u32;
+        let mut r = Reader::new(buf);
+        while !r.done() {
+            let (number, payload) = r.field()?;
+            if !(1..=6).contains(&number) {
+                continue;
+            }
+            // A message member right after itself would be merged: left to prost-reflect.
+            if number >= 5 && previous == number {
+                return Err(Stop::Unsupported);
+            }
+            self.out.truncate(start);
+            match (number, payload) {
+                (1, Payload::Varint(_)) => self.out.extend_from_slice(b"null"),
+                (2, Payload::Fixed64(v)) => {
+                    let v = f64::from_bits(v);
+                    if !v.is_finite() {
+                        return Err(Stop::Unrenderable);
+                    }
+                    write_f64(self.out, v);
+                }
+                (3, p) => {
+                    let s = scalar(Ty::String, p)?;
+                    self.write_scalar(s)?;
+                }
+                (4, Payload::Varint(v)) => self.write_scalar(Scalar::Bool(v != 0))?,
+                (5 | 6, Payload::Len(bytes)) => {
+                    if ctx == 0 {
+                        return Err(Stop::Malformed);
+                    }
+                    if number == 5 {
+                        self.struct_value(bytes, ctx - 1)?;
+                    } else {
+                        self.list_value(bytes, ctx - 1)?;
+                    }
+                }
+                _ => return Err(Stop::Malformed),
+            }
+            previous = number;
+        }
+        if previous == 0 {
+            self.out.extend_from_slice(b"null");
+        }
+        Ok(())
+    }
+
+    /// `ListValue`: its `values` (1) as an array.
+    fn list_value(&mut self, buf: &[u8], ctx: u32) -> Result<(), Stop> {
+        self.out.push(b'[');
+        let mut first = true;
+        let mut r = Reader::new(buf);
+        while !r.done() {
+            match r.field()? {
+                (1, Payload::Len(bytes)) => {
+                    if !first {
+                        self.out.push(b',');
+                    }
+                    first = false;
+                    if ctx == 0 {
+                        return Err(Stop::Malformed);
+                    }
+                    self.value_message(bytes, ctx - 1)?;
+                }
+                (1, _) => return Err(Stop::Malformed),
+                _ => {}
+            }
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+}
