@@ -153,7 +153,7 @@ start_backends() {
     free_port P_LIBRARY
     free_port P_AUTHORS
     free_port P_HTTP
-    RUST_LOG=warn "$OMNIGATE" backends --library-port "$P_LIBRARY" --authors-port "$P_AUTHORS" \
+    RUST_LOG=warn TOKIO_WORKER_THREADS="${BENCH_BACKEND_THREADS:-1}" "$OMNIGATE" backends --library-port "$P_LIBRARY" --authors-port "$P_AUTHORS" \
         --http-port "$P_HTTP" --authors-delay-ms "$SLOW_MS" >"$TMP/backends.log" 2>&1 &
     BACKENDS_PID=$!
     PIDS+=("$BACKENDS_PID")
