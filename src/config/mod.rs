@@ -149,7 +149,8 @@ pub enum StreamFormatConfig {
 #[serde(deny_unknown_fields)]
 pub struct GrpcUpstreamConfig {
     pub name: String,
-    /// `http://host:port`; use `urls` to balance over several.
+    /// `http://host:port`; use `urls` for several (calls go round-robin over them, skipping
+    /// one that cannot be reached).
     #[serde(default)]
     pub url: Option<String>,
     #[serde(default)]

@@ -11,17 +11,18 @@
 //! with an HTML page or without any `grpc-status` has to become a 502, never be parsed as
 //! protobuf, and tonic's codec path folds that into ordinary statuses.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use tonic::transport::{Channel, Endpoint};
-use tower::{Service, ServiceExt};
 
 use crate::error::{Code, Error, UpstreamStatus};
 use crate::request::format_grpc_timeout;
@@ -29,53 +30,104 @@ use crate::request::format_grpc_timeout;
 /// Messages larger than this are refused in either direction unless configured otherwise.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// A lazily connecting channel (balanced per request over several endpoints). Its tasks run
-/// on the runtime this is called from.
-fn new_channel(endpoints: &[Endpoint]) -> Channel {
-    match endpoints {
-        [one] => one.connect_lazy(),
-        _ => Channel::balance_list(endpoints.iter().cloned()),
+/// A call's request body: the framed messages as they come.
+type CallBody = UnsyncBoxBody<Bytes, Error>;
+type Sender = hyper::client::conn::http2::SendRequest<CallBody>;
+
+/// One address of a backend.
+#[derive(Debug)]
+struct Target {
+    /// `host:port`, to connect to.
+    address: String,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+}
+
+/// The HTTP/2 connection one serving thread uses to one [`Target`]: opened on first use, and
+/// again once it has closed (the backend restarted, went away, or sent GOAWAY). Calls on it
+/// are multiplexed.
+#[derive(Debug, Default)]
+struct Lane {
+    sender: Mutex<Option<Sender>>,
+    /// Held while connecting, so that the calls arriving meanwhile wait for that connection
+    /// instead of each opening their own.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Lane {
+    fn open(&self) -> Option<Sender> {
+        let sender = self.sender.lock().ok()?;
+        sender.as_ref().filter(|s| !s.is_closed()).cloned()
     }
 }
 
-/// One gRPC backend: a name for errors and logs, and a pooled, multiplexed HTTP/2 channel.
+/// One gRPC backend: a name for errors and logs, and multiplexed HTTP/2 connections to its
+/// addresses (one per serving thread and address; calls go round-robin over the addresses and
+/// on to the next one when an address cannot be reached).
+///
+/// Calls are sent on hyper's HTTP/2 client connections directly rather than through tonic's
+/// `Channel`: its buffer task, origin, user-agent, timeout and reconnect layers cost about a
+/// tenth of the gateway's CPU per call, and the gateway does each of those itself (the
+/// deadline, reconnecting, balancing). Server reflection, which is not on the request path,
+/// keeps using a tonic channel.
 #[derive(Clone, Debug)]
 pub struct GrpcUpstream {
     name: Arc<str>,
+    /// For server reflection.
     channel: Channel,
-    /// Calls go through a channel per serving thread, created on first use there, so that
-    /// its background tasks run on that thread's runtime (see `server::run_per_core`).
-    endpoints: Arc<[Endpoint]>,
-    local: Arc<[OnceLock<Channel>]>,
+    targets: Arc<[Target]>,
+    /// `shard_count()` × `targets.len()` lanes: the serving thread's shard, then the target.
+    lanes: Arc<[Lane]>,
+    next_target: Arc<AtomicUsize>,
+    connect_timeout: Duration,
     max_message_bytes: usize,
 }
 
 impl GrpcUpstream {
-    /// A lazily connecting channel over one or more endpoints (balanced per request when there
-    /// are several). Connections are reused across calls; HTTP/2 multiplexes concurrent calls.
+    /// Lazily connecting: nothing is opened until the first call. With several URLs, calls go
+    /// round-robin over them.
     pub fn new(name: &str, urls: &[http::Uri], connect_timeout: Duration) -> Result<Self, String> {
-        let endpoints = urls
-            .iter()
-            .map(|url| {
-                Endpoint::from_shared(url.to_string())
-                    .map(|e| {
-                        e.connect_timeout(connect_timeout)
-                            .tcp_nodelay(true)
-                            .http2_keep_alive_interval(Duration::from_secs(30))
-                            .keep_alive_while_idle(true)
-                            .http2_adaptive_window(true)
-                    })
-                    .map_err(|e| format!("invalid gRPC upstream URL {url}: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if endpoints.is_empty() {
-            return Err(format!("gRPC upstream {name} has no URL"));
+        let mut endpoints = Vec::new();
+        let mut targets = Vec::new();
+        for url in urls {
+            let invalid = |reason: &dyn std::fmt::Display| {
+                format!("invalid gRPC upstream URL {url}: {reason}")
+            };
+            let endpoint = Endpoint::from_shared(url.to_string())
+                .map_err(|e| invalid(&e))?
+                .connect_timeout(connect_timeout)
+                .tcp_nodelay(true);
+            endpoints.push(endpoint);
+            let scheme = url.scheme().cloned().ok_or_else(|| invalid(&"no scheme"))?;
+            if scheme != http::uri::Scheme::HTTP {
+                return Err(invalid(&"only http:// (h2c) is supported"));
+            }
+            let authority = url
+                .authority()
+                .cloned()
+                .ok_or_else(|| invalid(&"no host"))?;
+            let port = authority.port_u16().unwrap_or(80);
+            targets.push(Target {
+                address: format!("{}:{port}", authority.host()),
+                scheme,
+                authority,
+            });
         }
+        let channel = match endpoints.as_slice() {
+            [] => return Err(format!("gRPC upstream {name} has no URL")),
+            [one] => one.connect_lazy(),
+            _ => Channel::balance_list(endpoints.into_iter()),
+        };
+        let lanes = (0..super::shard_count() * targets.len())
+            .map(|_| Lane::default())
+            .collect();
         Ok(GrpcUpstream {
             name: name.into(),
-            channel: new_channel(&endpoints),
-            endpoints: endpoints.into(),
-            local: (0..super::shard_count()).map(|_| OnceLock::new()).collect(),
+            channel,
+            targets: targets.into(),
+            lanes,
+            next_target: Arc::default(),
+            connect_timeout,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         })
     }
@@ -84,7 +136,7 @@ impl GrpcUpstream {
         &self.name
     }
 
-    /// The channel, for descriptor discovery by server reflection.
+    /// A tonic channel to the backend, for descriptor discovery by server reflection.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
     }
@@ -100,11 +152,8 @@ impl GrpcUpstream {
         let request_error: RequestError = Arc::default();
         let body = request_body(messages, self.max_message_bytes, request_error.clone());
 
-        let mut request = http::Request::builder()
-            .method(http::Method::POST)
-            .uri(path)
-            .body(tonic::body::Body::new(body))
-            .map_err(|e| Error::internal(format!("building gRPC request: {e}")))?;
+        let mut request = http::Request::new(CallBody::new(body));
+        *request.method_mut() = http::Method::POST;
         let headers = request.headers_mut();
         *headers = metadata;
         headers.insert(
@@ -115,23 +164,23 @@ impl GrpcUpstream {
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if let Ok(value) = HeaderValue::from_str(&format_grpc_timeout(left)) {
-                headers.insert("grpc-timeout", value);
+                headers.insert(GRPC_TIMEOUT, value);
             }
         }
 
         let deadline = deadline.map(|at| Deadline::starting_now(at, &self.name));
-        let mut channel = self.local[super::shard_index(self.local.len())]
-            .get_or_init(|| new_channel(&self.endpoints))
-            .clone();
         let send = async {
-            let ready = channel.ready().await.map_err(|e| self.unavailable(&e))?;
-            ready.call(request).await.map_err(|e| {
-                // tonic's channel enforces the `grpc-timeout` we set, and may notice first.
-                match &deadline {
-                    Some(deadline) if is_timeout_expired(&e) => deadline.exceeded(),
-                    _ => self.unavailable(&e),
-                }
-            })
+            let (target, mut sender) = self.sender().await?;
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(target.scheme.clone());
+            parts.authority = Some(target.authority.clone());
+            parts.path_and_query = Some(path);
+            *request.uri_mut() = http::Uri::from_parts(parts)
+                .map_err(|e| Error::internal(format!("building gRPC request URI: {e}")))?;
+            sender
+                .send_request(request)
+                .await
+                .map_err(|e| self.unavailable(&error_chain(&e)))
         };
         let response = match with_deadline(deadline.as_ref(), send).await {
             Ok(response) => response,
@@ -139,7 +188,6 @@ impl GrpcUpstream {
             // call fail too; the client must hear about its own mistake, not a broken upstream.
             Err(error) => return Err(taken(&request_error).unwrap_or(error)),
         };
-
         let (parts, body) = response.into_parts();
         // Trailers-only answers carry the status in the headers.
         if parts.headers.contains_key(GRPC_STATUS) {
@@ -176,6 +224,58 @@ impl GrpcUpstream {
         })
     }
 
+    /// A connection to one of the backend's addresses for this thread: the next one in turn,
+    /// or the ones after it when it cannot be reached.
+    async fn sender(&self) -> Result<(&Target, Sender), Error> {
+        let count = self.targets.len();
+        let first = if count == 1 {
+            0
+        } else {
+            self.next_target.fetch_add(1, Ordering::Relaxed) % count
+        };
+        let shard = super::shard_index(self.lanes.len() / count);
+        let mut failure = None;
+        for attempt in 0..count {
+            let index = (first + attempt) % count;
+            let target = &self.targets[index];
+            let lane = &self.lanes[shard * count + index];
+            match self.ready(target, lane).await {
+                Ok(sender) => return Ok((target, sender)),
+                Err(error) => failure = Some(error),
+            }
+        }
+        Err(failure.unwrap_or_else(|| self.unavailable(&"no address")))
+    }
+
+    /// The lane's connection once it can take one more call, connecting (once) if needed.
+    async fn ready(&self, target: &Target, lane: &Lane) -> Result<Sender, Error> {
+        let mut sender = match lane.open() {
+            Some(sender) => sender,
+            None => {
+                let _connecting = lane.connecting.lock().await;
+                match lane.open() {
+                    Some(sender) => sender,
+                    None => {
+                        let sender = connect(target, self.connect_timeout)
+                            .await
+                            .map_err(|reason| self.unavailable(&reason))?;
+                        if let Ok(mut slot) = lane.sender.lock() {
+                            *slot = Some(sender.clone());
+                        }
+                        sender
+                    }
+                }
+            }
+        };
+        // Waits while the connection is at the backend's concurrent-stream limit; fails when
+        // it closed meanwhile (the next call opens a new one).
+        sender
+            .ready()
+            .await
+            .map_err(|e| self.unavailable(&error_chain(&e)))?;
+        Ok(sender)
+    }
+
     fn unavailable(&self, error: &dyn std::fmt::Display) -> Error {
         Error::UpstreamUnavailable {
             upstream: self.name.to_string(),
@@ -184,6 +284,54 @@ impl GrpcUpstream {
     }
 }
 
+/// Open an HTTP/2 (h2c) connection to `target`; its driver runs as a task of the current
+/// runtime until the connection closes.
+async fn connect(target: &Target, timeout: Duration) -> Result<Sender, String> {
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&target.address))
+        .await
+        .map_err(|_| {
+            format!(
+                "connecting to {} timed out after {timeout:?}",
+                target.address
+            )
+        })?
+        .map_err(|e| format!("connecting to {}: {e}", target.address))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            // Finds a backend that vanished without closing the connection.
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true)
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| {
+                format!(
+                    "HTTP/2 handshake with {}: {}",
+                    target.address,
+                    error_chain(&e)
+                )
+            })?;
+    let address = target.address.clone();
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%address, %error, "gRPC upstream connection closed.");
+        }
+    });
+    Ok(sender)
+}
+
+/// An error with its sources, for the log.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 /// A stream of encoded request messages; an `Err` aborts the call with that error.
 pub type MessageStream = BoxStream<'static, Result<Bytes, Error>>;
 
@@ -289,18 +437,6 @@ fn cut_short(error: &Error) -> bool {
     }
 }
 
-/// Whether tonic's own `grpc-timeout` enforcement failed the call.
-fn is_timeout_expired(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if e.is::<tonic::TimeoutExpired>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
-}
-
 fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
@@ -310,18 +446,22 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// Reserved gRPC protocol headers never travel on as metadata.
 fn strip_reserved(headers: &mut HeaderMap) {
-    const RESERVED: [&str; 9] = [
-        "content-type",
-        "grpc-status",
-        "grpc-message",
-        "grpc-status-details-bin",
-        "grpc-encoding",
-        "grpc-accept-encoding",
-        "content-length",
-        "date",
-        "te",
+    use http::header::{CONTENT_LENGTH, CONTENT_TYPE, DATE, TE};
+    const RESERVED: [HeaderName; 9] = [
+        CONTENT_TYPE,
+        GRPC_STATUS,
+        GRPC_MESSAGE,
+        GRPC_STATUS_DETAILS,
+        HeaderName::from_static("grpc-encoding"),
+        HeaderName::from_static("grpc-accept-encoding"),
+        CONTENT_LENGTH,
+        DATE,
+        TE,
     ];
-    for name in RESERVED {
+    if headers.is_empty() {
+        return;
+    }
+    for name in &RESERVED {
         headers.remove(name);
     }
 }
@@ -346,7 +486,10 @@ impl Status {
     }
 }
 
-const GRPC_STATUS: &str = "grpc-status";
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+const GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// The status in `headers` (trailers, or the headers of a trailers-only answer); what is left
 /// after removing the reserved names is the trailing metadata.
@@ -359,7 +502,7 @@ fn parse_status(mut headers: HeaderMap) -> Option<Status> {
         .parse::<i32>()
         .ok()?;
     let message = headers
-        .get("grpc-message")
+        .get(GRPC_MESSAGE)
         .map(|v| {
             percent_encoding::percent_decode(v.as_bytes())
                 .decode_utf8_lossy()
@@ -367,7 +510,7 @@ fn parse_status(mut headers: HeaderMap) -> Option<Status> {
         })
         .unwrap_or_default();
     let details_bin = headers
-        .get("grpc-status-details-bin")
+        .get(GRPC_STATUS_DETAILS)
         .and_then(|v| BASE64.decode(v.as_bytes()).ok())
         .map(Bytes::from);
     strip_reserved(&mut headers);
@@ -414,7 +557,7 @@ pub struct GrpcReply {
 /// The response messages, decoded from the body as frames arrive.
 pub struct Messages {
     upstream: Arc<str>,
-    body: tonic::body::Body,
+    body: hyper::body::Incoming,
     buffer: BytesMut,
     trailers: HeaderMap,
     done: bool,

@@ -274,6 +274,29 @@ async fn grpc_messages_are_read_across_data_frames_and_bad_framing_is_a_502() {
 }
 
 #[tokio::test]
+async fn calls_go_round_robin_over_a_backends_urls_skipping_one_that_is_down() {
+    let first = omnigate::demo::start().await.expect("backends");
+    let second = omnigate::demo::start().await.expect("backends");
+    let closed = closed_port_url().await;
+    let mut backend = grpc_backend("library", &closed, &["descriptors/library.binpb"]);
+    backend.url = None;
+    backend.urls = vec![closed, first.library_url(), second.library_url()];
+    let mut config = http_only(Vec::new());
+    config.grpc = vec![backend];
+    let gw = gateway(config).await;
+    for _ in 0..6 {
+        let r = get(&gw.url("/v1/shelves/1/books/1")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let calls = [&first, &second].map(|b| b.library_backend.calls("GetBook"));
+    assert_eq!(calls.iter().sum::<usize>(), 6, "{calls:?}");
+    assert!(
+        calls.iter().all(|&n| n > 0),
+        "both live backends take calls: {calls:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_unreachable_grpc_upstream_answers_502() {
     let closed = closed_port_url().await;
     let mut config = http_only(Vec::new());
