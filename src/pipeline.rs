@@ -22,13 +22,24 @@ pub async fn serve(gateway: &Gateway, mut request: Request) -> Result<Response, 
             route,
             path_and_query,
         } => {
-            route
-                .upstream
-                .forward(&gateway.http_client, request, &path_and_query)
-                .await
+            Box::pin(
+                route
+                    .upstream
+                    .forward(&gateway.http_client, request, &path_and_query),
+            )
+            .await
         }
         Target::Grpc { binding, vars } => {
-            transcode::rest::call(&gateway.settings, &snapshot.pool, binding, vars, request).await
+            // Boxed, like the forward above: the call's future is kilobytes, and every
+            // future that holds it inline (up to the connection's) is copied when it starts.
+            Box::pin(transcode::rest::call(
+                &gateway.settings,
+                &snapshot.pool,
+                binding,
+                vars,
+                request,
+            ))
+            .await
         }
     }
 }

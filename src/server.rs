@@ -75,7 +75,10 @@ impl App {
                 request
                     .extensions_mut()
                     .insert(ConnectInfo::<SocketAddr>(peer));
-                let response = router.oneshot(request).await.unwrap_or_else(|e| match e {});
+                // Boxed: axum's future is large, and the REST branch should not pay for it.
+                let response = Box::pin(router.oneshot(request))
+                    .await
+                    .unwrap_or_else(|e| match e {});
                 response.map(ReplyBody::Routed)
             }
             _ => {

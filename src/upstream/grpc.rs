@@ -251,21 +251,9 @@ impl GrpcUpstream {
     async fn ready(&self, target: &Target, lane: &Lane) -> Result<Sender, Error> {
         let mut sender = match lane.open() {
             Some(sender) => sender,
-            None => {
-                let _connecting = lane.connecting.lock().await;
-                match lane.open() {
-                    Some(sender) => sender,
-                    None => {
-                        let sender = connect(target, self.connect_timeout)
-                            .await
-                            .map_err(|reason| self.unavailable(&reason))?;
-                        if let Ok(mut slot) = lane.sender.lock() {
-                            *slot = Some(sender.clone());
-                        }
-                        sender
-                    }
-                }
-            }
+            // Boxed: connecting is rare, and its large future would otherwise be part of (and
+            // copied along with) every call's future.
+            None => Box::pin(self.reopen(target, lane)).await?,
         };
         // Waits while the connection is at the backend's concurrent-stream limit; fails when
         // it closed meanwhile (the next call opens a new one).
@@ -273,6 +261,21 @@ impl GrpcUpstream {
             .ready()
             .await
             .map_err(|e| self.unavailable(&error_chain(&e)))?;
+        Ok(sender)
+    }
+
+    /// Connect the lane (unless a call that held the lock before us just did).
+    async fn reopen(&self, target: &Target, lane: &Lane) -> Result<Sender, Error> {
+        let _connecting = lane.connecting.lock().await;
+        if let Some(sender) = lane.open() {
+            return Ok(sender);
+        }
+        let sender = connect(target, self.connect_timeout)
+            .await
+            .map_err(|reason| self.unavailable(&reason))?;
+        if let Ok(mut slot) = lane.sender.lock() {
+            *slot = Some(sender.clone());
+        }
         Ok(sender)
     }
 

@@ -335,8 +335,10 @@ impl HttpUpstream {
         loop {
             let (mut sender, pooled) = match self.pool.take() {
                 Some(sender) => (sender, true),
+                // Boxed: connecting is rare, and its large future would otherwise be part of
+                // (and copied along with) every request's future.
                 None => (
-                    connect(&self.authority, client.connect_timeout).await?,
+                    Box::pin(connect(&self.authority, client.connect_timeout)).await?,
                     false,
                 ),
             };
