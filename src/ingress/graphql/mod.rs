@@ -12,6 +12,7 @@
 mod http_fields;
 mod joins;
 mod limits;
+mod reply;
 mod schema;
 pub mod sse;
 pub mod ws;

@@ -42,6 +42,7 @@ use prost_reflect::{
 use super::http_fields;
 use super::joins::{self, Join};
 use super::limits::Limits;
+use super::reply::ReplyReader;
 use super::GraphqlSettings;
 use crate::error::Error;
 use crate::gateway::Snapshot;
@@ -1035,24 +1036,40 @@ pub(crate) fn operation<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<
 
 fn unary_field(name: &str, method: Arc<GrpcMethod>, names: &Names) -> Field {
     let ty = reply_type(&method, names);
+    let output = method.descriptor.output();
+    let unary = Arc::new(Unary {
+        reader: ReplyReader::new(&output),
+        empty: output.full_name() == "google.protobuf.Empty",
+        method,
+    });
     Field::new(name, ty, move |ctx| {
-        let method = method.clone();
+        let unary = unary.clone();
         FieldFuture::new(async move {
             let op = operation(&ctx)?;
+            let method = &unary.method;
             let message = match request_message(&ctx.args, &method.descriptor.input()) {
                 Ok(message) => message,
                 Err(e) => return field_error(&ctx, &e),
             };
             match op
-                .unary(&method, &message)
+                .unary_bytes(method, &message)
                 .await
-                .and_then(|reply| reply_value(&reply))
+                .and_then(|bytes| unary.reader.read(method, bytes))
             {
-                Ok(value) => Ok(value),
+                Ok(_) if unary.empty => Ok(Some(FieldValue::value(Value::Boolean(true)))),
+                Ok(json) => Ok(Some(FieldValue::owned_any(json))),
                 Err(e) => field_error(&ctx, &e),
             }
         })
     })
+}
+
+/// What a unary root field calls and how it reads the reply.
+struct Unary {
+    method: Arc<GrpcMethod>,
+    reader: ReplyReader,
+    /// `google.protobuf.Empty` answers `true`.
+    empty: bool,
 }
 
 fn subscription_field(name: &str, method: Arc<GrpcMethod>, names: &Names) -> SubscriptionField {
