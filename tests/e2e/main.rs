@@ -9,6 +9,7 @@ mod config;
 mod descriptors;
 mod failures;
 mod graphql;
+mod graphql_limits;
 mod graphql_types;
 mod graphql_ws;
 mod proxy;

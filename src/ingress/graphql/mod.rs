@@ -21,10 +21,11 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use async_graphql::dynamic::Schema;
-use async_graphql::parser::types::OperationType;
-use async_graphql::Executor as _;
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
+use async_graphql::ServerResult;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 
@@ -171,6 +172,12 @@ impl GraphqlState {
         }
     }
 
+    /// How WebSocket and SSE operations read their documents: cached, under the limits.
+    fn documents(&self) -> ws::Documents {
+        let limits = self.settings.limits.clone();
+        ws::Documents::new(move |query| limits.document(query))
+    }
+
     /// Attach what resolvers need to one request: the operation and its join loaders.
     fn prepare(
         &self,
@@ -246,23 +253,28 @@ async fn handle(
         };
     let op = Operation::after_policies(state.gateway.clone(), normalized);
     let built = state.current();
-    if method == Method::GET {
-        for request in batch.iter() {
-            if operation_type(&state.settings.limits, request) == Some(OperationType::Mutation) {
-                let mut response = errors_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    vec![async_graphql::ServerError::new(
-                        "mutations are not allowed over GET; use POST",
-                        None,
-                    )],
-                    graphql_response,
-                );
-                response
-                    .headers_mut()
-                    .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
-                return response;
-            }
-        }
+    // Each operation's document, parsed once (cached) under the limits: the checks below read
+    // it, and execution runs it.
+    let limits = &state.settings.limits;
+    let mut documents: Vec<_> = batch.iter().map(|r| limits.document(&r.query)).collect();
+    let kinds: Vec<_> = batch
+        .iter()
+        .zip(&documents)
+        .map(|(request, document)| operation_type(request, document))
+        .collect();
+    if method == Method::GET && kinds.contains(&Some(OperationType::Mutation)) {
+        let mut response = errors_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            vec![async_graphql::ServerError::new(
+                "mutations are not allowed over GET; use POST",
+                None,
+            )],
+            graphql_response,
+        );
+        response
+            .headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
     }
     if wants_sse {
         if let async_graphql::BatchRequest::Single(request) = batch {
@@ -278,10 +290,7 @@ async fn handle(
             graphql_response,
         );
     }
-    if batch
-        .iter()
-        .any(|r| operation_type(&state.settings.limits, r) == Some(OperationType::Subscription))
-    {
+    if kinds.contains(&Some(OperationType::Subscription)) {
         // async-graphql would only say "not supported on this transport": name the ones that are.
         let status = if graphql_response {
             StatusCode::BAD_REQUEST
@@ -298,17 +307,37 @@ async fn handle(
             graphql_response,
         );
     }
-    let batch = match batch {
-        async_graphql::BatchRequest::Single(r) => {
-            async_graphql::BatchRequest::Single(state.prepare(&built, r, &op))
+    let run = |request: async_graphql::Request, document: ServerResult<ExecutableDocument>| {
+        let request = document.map(|document| {
+            let mut request = state.prepare(&built, request, &op);
+            request.set_parsed_query(document);
+            request
+        });
+        async {
+            match request {
+                Ok(request) => built.schema.execute(request).await,
+                // A refused document answers as async-graphql answers a parse error.
+                Err(error) => async_graphql::Response::from_errors(vec![error]),
+            }
         }
-        async_graphql::BatchRequest::Batch(rs) => async_graphql::BatchRequest::Batch(
-            rs.into_iter()
-                .map(|r| state.prepare(&built, r, &op))
-                .collect(),
+    };
+    let response = match batch {
+        async_graphql::BatchRequest::Single(request) => {
+            let document = documents
+                .pop()
+                .unwrap_or_else(|| limits.document(&request.query));
+            async_graphql::BatchResponse::Single(run(request, document).await)
+        }
+        async_graphql::BatchRequest::Batch(requests) => async_graphql::BatchResponse::Batch(
+            requests
+                .into_iter()
+                .zip(documents)
+                .map(|(request, document)| run(request, document))
+                .collect::<futures_util::stream::FuturesOrdered<_>>()
+                .collect()
+                .await,
         ),
     };
-    let response = built.schema.execute_batch(batch).await;
     let failed_before_execution = match &response {
         async_graphql::BatchResponse::Single(r) => before_execution(r),
         async_graphql::BatchResponse::Batch(rs) => rs.iter().all(before_execution),
@@ -328,11 +357,13 @@ fn before_execution(response: &async_graphql::Response) -> bool {
         && response.errors.iter().all(|e| e.path.is_empty())
 }
 
-/// The type of the operation `request` runs; `None` when the document does not parse or pass
+/// The type of the operation `request` runs; `None` when its document does not parse or pass
 /// the limits (execution then reports why).
-fn operation_type(limits: &Limits, request: &async_graphql::Request) -> Option<OperationType> {
-    let document = limits.document(&request.query).ok()?;
-    match document.operations {
+fn operation_type(
+    request: &async_graphql::Request,
+    document: &ServerResult<ExecutableDocument>,
+) -> Option<OperationType> {
+    match &document.as_ref().ok()?.operations {
         async_graphql::parser::types::DocumentOperations::Single(op) => Some(op.node.ty),
         // One named operation parses as `Multiple` and runs without an `operationName`.
         async_graphql::parser::types::DocumentOperations::Multiple(ops) => {
@@ -573,6 +604,7 @@ async fn websocket(state: Arc<GraphqlState>, request: axum::extract::Request) ->
     let config = ws::WsConfig {
         closing: Some(state.gateway.closing()),
         sessions: Some(state.gateway.sessions()),
+        documents: state.documents(),
         ..ws::WsConfig::default()
     };
     ws::upgrade(upgrade, &headers, schema, prepare, config)
@@ -588,7 +620,8 @@ fn sse_response(
 ) -> impl std::future::Future<Output = Response> {
     let state = state.clone();
     let schema = built.schema.clone();
+    let documents = state.documents();
     let prepare: ws::Prepare =
         Arc::new(move |request, _init| Ok(state.prepare(&built, request, &op)));
-    sse::handle(schema, prepare, headers, request)
+    sse::handle(schema, prepare, documents, headers, request)
 }

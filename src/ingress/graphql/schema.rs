@@ -1098,8 +1098,7 @@ impl Limits {
     fn apply(&self, builder: SchemaBuilder, introspection: bool) -> SchemaBuilder {
         let builder = builder
             .limit_depth(self.max_depth)
-            .limit_complexity(self.max_complexity)
-            .extension(self.clone());
+            .limit_complexity(self.max_complexity);
         if introspection {
             builder
         } else {
