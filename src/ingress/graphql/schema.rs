@@ -170,10 +170,11 @@ pub(crate) fn output_options() -> SerializeOptions {
     SerializeOptions::new().skip_default_fields(false)
 }
 
-/// A reply message as the JSON tree resolvers read.
+/// A reply message as the JSON tree resolvers read (unary replies come from
+/// [`super::reply::ReplyReader`], which gives the same tree from the wire bytes).
 ///
-/// Serialized to text first: `serde_json::value::Serializer` widens a `float` to f64 and
-/// would show 4.1 as 4.099999904632568, while the text form writes the shortest f32 digits.
+/// `serde_json::value::Serializer` keeps a proto `float` as the f64 it widens to (4.1 →
+/// 4.099999904632568); [`scalar`] shows it as the shortest f32 decimal again.
 pub(crate) fn to_json(message: &DynamicMessage) -> Result<serde_json::Value, Error> {
     let error = |e: serde_json::Error| Error::UpstreamProtocol {
         upstream: String::new(),
@@ -829,15 +830,13 @@ fn output_object(message: &MessageDescriptor, names: &Names) -> Object {
 
 /// A field that reads `key` of its parent's JSON.
 pub(crate) fn json_field(key: &str, ty: TypeRef, shape: Shape) -> Field {
+    let name = key.to_string();
     let key = key.to_string();
-    let shape = Arc::new(shape);
-    Field::new(key.clone(), ty, move |ctx| {
-        let key = key.clone();
-        let shape = shape.clone();
+    Field::new(name, ty, move |ctx| {
         FieldFuture::Value(
             ctx.parent_value
                 .downcast_ref::<serde_json::Value>()
-                .and_then(|parent| parent.get(&key))
+                .and_then(|parent| parent.get(key.as_str()))
                 .and_then(|value| json_to_field(value, &shape)),
         )
     })
@@ -907,6 +906,10 @@ fn scalar(value: &serde_json::Value, kind: ScalarKind) -> Option<Value> {
             let shortest = (n.as_f64()? as f32).to_string().parse::<f64>().ok()?;
             Some(Value::Number(async_graphql::Number::from_f64(shortest)?))
         }
+        // What `Value::from_json` gives, without going through serde.
+        (_, serde_json::Value::String(s)) => Some(Value::String(s.clone())),
+        (_, serde_json::Value::Number(n)) => Some(Value::Number(n.clone())),
+        (_, serde_json::Value::Bool(b)) => Some(Value::Boolean(*b)),
         _ => Value::from_json(value.clone()).ok(),
     }
 }
