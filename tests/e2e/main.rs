@@ -11,6 +11,7 @@ mod failures;
 mod graphql;
 mod graphql_limits;
 mod graphql_types;
+mod graphql_validation;
 mod graphql_ws;
 mod proxy;
 mod rest;

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use async_graphql::dynamic::Schema;
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
-use async_graphql::ServerResult;
+use async_graphql::{ServerResult, ValidationMode};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
@@ -84,21 +84,98 @@ pub(crate) struct Built {
     snapshot: Arc<Snapshot>,
     schema: Schema,
     joins: Vec<Arc<Join>>,
+    /// For serving HTTP requests; `None` when only checking the config or printing the SDL.
+    revalidation: Option<Revalidation>,
 }
 
-fn build(snapshot: &Arc<Snapshot>, settings: &GraphqlSettings) -> Result<Built, Vec<BuildError>> {
-    let (schema, joins) = schema::build(snapshot, settings)?;
+/// Validation is a fifth of a small query's cost, and its outcome depends only on the schema,
+/// the document, the operation name and the variables. So an HTTP request that passed
+/// `schema`'s full validation once runs the next times on `fast`: the same schema with
+/// async-graphql's fast validation mode, which still checks fragment cycles, complexity and
+/// depth, and answers exactly as `schema` would.
+struct Revalidation {
+    fast: Schema,
+    /// Requests that passed full validation, by [`validation_key`].
+    requests: Mutex<lru::LruCache<String, ()>>,
+}
+
+/// Requests remembered as validated, per schema.
+const VALIDATED_REQUESTS: usize = 256;
+/// Larger requests are validated every time (bounds the memory of [`Revalidation::requests`]).
+const MAX_VALIDATION_KEY: usize = 8 * 1024;
+
+/// What validation depends on besides the schema: the operation name, the variables and the
+/// query (which the document is parsed from). Debug forms escape newlines, so the key is
+/// unambiguous.
+fn validation_key(request: &async_graphql::Request) -> Option<String> {
+    if request.query.len() > MAX_VALIDATION_KEY {
+        return None;
+    }
+    let key = format!(
+        "{:?}\n{:?}\n{}",
+        request.operation_name, request.variables, request.query
+    );
+    (key.len() <= MAX_VALIDATION_KEY).then_some(key)
+}
+
+impl Built {
+    /// Run one HTTP request (its document set, its data attached).
+    async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
+        let Some(revalidation) = &self.revalidation else {
+            return self.schema.execute(request).await;
+        };
+        let key = validation_key(&request);
+        let seen = key.as_ref().is_some_and(|key| {
+            revalidation
+                .requests
+                .lock()
+                .is_ok_and(|mut requests| requests.get(key).is_some())
+        });
+        if seen {
+            return revalidation.fast.execute(request).await;
+        }
+        let response = self.schema.execute(request).await;
+        // A request that failed validation fails before execution; one that ran passed it.
+        if let Some(key) = key.filter(|_| !before_execution(&response)) {
+            if let Ok(mut requests) = revalidation.requests.lock() {
+                requests.put(key, ());
+            }
+        }
+        response
+    }
+}
+
+/// `serving`: also build what [`Built::execute`] needs.
+fn build(
+    snapshot: &Arc<Snapshot>,
+    settings: &GraphqlSettings,
+    serving: bool,
+) -> Result<Built, Vec<BuildError>> {
+    let (schema, joins) = schema::build(snapshot, settings, ValidationMode::Strict)?;
+    let revalidation = if serving {
+        let (fast, _) = schema::build(snapshot, settings, ValidationMode::Fast)?;
+        Some(Revalidation {
+            fast,
+            requests: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(VALIDATED_REQUESTS)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+        })
+    } else {
+        None
+    };
     Ok(Built {
         snapshot: snapshot.clone(),
         schema,
         joins,
+        revalidation,
     })
 }
 
 /// Check the GraphQL config against the current descriptors (start-up and `omnigate validate`).
 pub fn check(gateway: &Gateway) -> Result<(), Vec<BuildError>> {
     match GraphqlSettings::from_config(gateway.config()) {
-        Some(settings) => build(&gateway.snapshot(), &settings).map(|_| ()),
+        Some(settings) => build(&gateway.snapshot(), &settings, false).map(|_| ()),
         None => Ok(()),
     }
 }
@@ -112,7 +189,7 @@ pub fn sdl(gateway: &Gateway) -> Result<String, Vec<BuildError>> {
             hint: None,
         }]
     })?;
-    let built = build(&gateway.snapshot(), &settings)?;
+    let built = build(&gateway.snapshot(), &settings, false)?;
     Ok(built.schema.sdl())
 }
 
@@ -129,7 +206,7 @@ impl GraphqlState {
         let Some(settings) = GraphqlSettings::from_config(gateway.config()) else {
             return Ok(None);
         };
-        let built = build(&gateway.snapshot(), &settings)?;
+        let built = build(&gateway.snapshot(), &settings, true)?;
         Ok(Some(Arc::new(GraphqlState {
             gateway,
             settings,
@@ -157,7 +234,7 @@ impl GraphqlState {
         if Arc::ptr_eq(&built.snapshot, &snapshot) {
             return built;
         }
-        match build(&snapshot, &self.settings) {
+        match build(&snapshot, &self.settings, true) {
             Ok(fresh) => {
                 tracing::info!("GraphQL schema rebuilt for the new descriptors.");
                 let fresh = Arc::new(fresh);
@@ -315,7 +392,7 @@ async fn handle(
         });
         async {
             match request {
-                Ok(request) => built.schema.execute(request).await,
+                Ok(request) => built.execute(request).await,
                 // A refused document answers as async-graphql answers a parse error.
                 Err(error) => async_graphql::Response::from_errors(vec![error]),
             }

@@ -32,7 +32,7 @@ use async_graphql::dynamic::{
     ResolverContext, Scalar, Schema, SchemaBuilder, Subscription, SubscriptionField,
     SubscriptionFieldFuture, TypeRef,
 };
-use async_graphql::{ErrorExtensions, Name, Value};
+use async_graphql::{ErrorExtensions, Name, ValidationMode, Value};
 use futures_util::StreamExt;
 use prost_reflect::{
     DescriptorPool, DynamicMessage, EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor,
@@ -367,10 +367,11 @@ fn has_get_rule(method: &MethodDescriptor, pool: &DescriptorPool) -> bool {
     matches!(options.get_extension(&ext).as_ref(), prost_reflect::Value::Message(rule) if rule.has_field_by_name("get"))
 }
 
-/// Build the schema for `snapshot`.
+/// Build the schema for `snapshot`, validating documents in `validation` mode.
 pub(crate) fn build(
     snapshot: &Arc<Snapshot>,
     settings: &GraphqlSettings,
+    validation: ValidationMode,
 ) -> Result<(Schema, Vec<Arc<Join>>), Vec<BuildError>> {
     let pool = &snapshot.pool;
     let mut errors = Vec::new();
@@ -543,7 +544,10 @@ pub(crate) fn build(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let builder = settings.limits.apply(builder, settings.introspection);
+    let builder = settings
+        .limits
+        .apply(builder, settings.introspection)
+        .validation_mode(validation);
     let schema = builder.finish().map_err(|e| {
         vec![BuildError {
             at: Some("graphql".into()),
