@@ -19,6 +19,7 @@
 //! read back.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use prost_reflect::{Kind, MessageDescriptor};
@@ -30,6 +31,9 @@ use crate::router::GrpcMethod;
 use crate::transcode::json::JsonOptions;
 use crate::transcode::{rest, wire};
 
+/// The largest buffer reserved from [`ReplyReader::last_len`] alone.
+const MAX_HINT: usize = 64 * 1024;
+
 /// Deeper JSON than this is read by the fallback (the renderer stops at 100 messages, each at
 /// most two JSON levels: a map or list, then the value).
 const MAX_NESTING: u32 = 256;
@@ -39,6 +43,9 @@ const MAX_NESTING: u32 = 256;
 pub(crate) struct ReplyReader {
     /// `None`: decode, then [`to_json`].
     floats: Option<Floats>,
+    /// The length of the last JSON text rendered: the next one's buffer starts that large
+    /// (with every field emitted, a reply's JSON is often several times its protobuf).
+    last_len: AtomicUsize,
 }
 
 /// Where a reply's proto `float`s are: per message type holding some (directly or below), its
@@ -197,15 +204,17 @@ impl ReplyReader {
     pub(crate) fn new(output: &MessageDescriptor) -> ReplyReader {
         ReplyReader {
             floats: Floats::compile(output),
+            last_len: AtomicUsize::new(0),
         }
     }
 
     /// The reply `bytes` of `method` as JSON.
     pub(crate) fn read(&self, method: &GrpcMethod, bytes: Bytes) -> Result<Value, Error> {
         if let Some(floats) = &self.floats {
-            // JSON is usually about twice the size of its protobuf.
-            let mut text = Vec::with_capacity(2 * bytes.len() + 16);
+            let hint = self.last_len.load(Ordering::Relaxed).min(MAX_HINT);
+            let mut text = Vec::with_capacity(hint.max(2 * bytes.len() + 16));
             if wire::render_reply(&method.reply, &bytes, &render_options(), &mut text).is_ok() {
+                self.last_len.store(text.len(), Ordering::Relaxed);
                 if let Some(value) = parse(&text, floats) {
                     return Ok(value);
                 }
