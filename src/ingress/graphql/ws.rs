@@ -96,7 +96,9 @@ pub type Prepare = Arc<
 /// (WebSocket and SSE alike) runs a checked document. An error rejects the operation as a
 /// request error.
 #[derive(Clone)]
-pub struct Documents(Arc<dyn Fn(&str) -> Result<ExecutableDocument, ServerError> + Send + Sync>);
+pub struct Documents(Arc<ReadDocument>);
+
+type ReadDocument = dyn Fn(&str) -> Result<ExecutableDocument, ServerError> + Send + Sync;
 
 impl Documents {
     pub fn new(
