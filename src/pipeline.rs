@@ -103,12 +103,23 @@ impl Operation {
         }
     }
 
-    /// A unary (or client-streaming with one message) call.
+    /// A unary (or client-streaming with one message) call, its reply decoded.
     pub async fn unary(
         &self,
         method: &crate::router::GrpcMethod,
         message: &prost_reflect::DynamicMessage,
     ) -> Result<prost_reflect::DynamicMessage, Error> {
+        let bytes = self.unary_bytes(method, message).await?;
+        transcode::rest::decode(&method.descriptor.output(), bytes, method.upstream.name())
+    }
+
+    /// [`Operation::unary`], its reply still encoded (to render it from the wire bytes with
+    /// [`transcode::wire`] and the method's plan).
+    pub async fn unary_bytes(
+        &self,
+        method: &crate::router::GrpcMethod,
+        message: &prost_reflect::DynamicMessage,
+    ) -> Result<bytes::Bytes, Error> {
         let pool = &self.snapshot.pool;
         let reply = method
             .upstream
@@ -130,7 +141,7 @@ impl Operation {
             .map_err(|e| transcode::rest::with_details(e, pool))?
             .is_some()
         {}
-        transcode::rest::decode(&method.descriptor.output(), bytes, method.upstream.name())
+        Ok(bytes)
     }
 
     /// A server-streaming call: its messages, decoded, ending at the first error. Dropping the

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::dynamic::{Field, FieldFuture, FieldValue, TypeRef};
 
-use super::schema::{field_error, to_json, Names};
+use super::reply::ReplyReader;
+use super::schema::{field_error, Names};
 use crate::config::validate::normalize_method;
 use crate::config::JoinConfig;
 use crate::error::Error;
@@ -32,6 +33,7 @@ enum Source {
 #[derive(Debug)]
 pub(crate) struct Batch {
     method: Arc<GrpcMethod>,
+    reader: ReplyReader,
     argument: String,
     results: String,
     key: String,
@@ -43,6 +45,7 @@ pub(crate) struct Join {
     pub(crate) on: String,
     pub(crate) field: String,
     pub(crate) method: Arc<GrpcMethod>,
+    reader: ReplyReader,
     arguments: Vec<(String, Source)>,
     batch: Option<Batch>,
     description: Option<String>,
@@ -160,6 +163,7 @@ pub(crate) fn resolve(
                     argument: json_name(&bin, &b.argument),
                     results: json_name(&bout, &b.results),
                     key: json_name(&target.descriptor.output(), &b.key),
+                    reader: ReplyReader::new(&bout),
                     method: batch_method,
                 })
             }
@@ -168,6 +172,7 @@ pub(crate) fn resolve(
             index,
             on: config.on.clone(),
             field: config.field.clone(),
+            reader: ReplyReader::new(&target.descriptor.output()),
             method: target,
             arguments,
             batch,
@@ -285,19 +290,21 @@ impl JoinLoader {
     async fn call(
         &self,
         method: &GrpcMethod,
+        reader: &ReplyReader,
         request: &serde_json::Value,
     ) -> Result<serde_json::Value, Error> {
         let bytes = serde_json::to_vec(request).map_err(|e| Error::internal(e.to_string()))?;
         let message =
             json::decode_message(&method.descriptor.input(), &bytes, &JsonOptions::default())?;
-        let reply = self.op.unary(method, &message).await?;
-        to_json(&reply)
+        let reply = self.op.unary_bytes(method, &message).await?;
+        reader.read(method, reply)
     }
 
     async fn load_one(&self, key: &str) -> Result<serde_json::Value, Error> {
         let request: serde_json::Value =
             serde_json::from_str(key).map_err(|e| Error::internal(e.to_string()))?;
-        self.call(&self.join.method, &request).await
+        self.call(&self.join.method, &self.join.reader, &request)
+            .await
     }
 
     async fn load_batch(
@@ -306,7 +313,10 @@ impl JoinLoader {
         keys: &[String],
     ) -> Result<HashMap<String, Loaded>, Arc<Error>> {
         let request = serde_json::json!({ batch.argument.clone(): keys });
-        let reply = self.call(&batch.method, &request).await.map_err(Arc::new)?;
+        let reply = self
+            .call(&batch.method, &batch.reader, &request)
+            .await
+            .map_err(Arc::new)?;
         let mut found = HashMap::new();
         if let Some(items) = reply.get(&batch.results).and_then(|r| r.as_array()) {
             for item in items {

@@ -1,15 +1,18 @@
 //! Operation limits, all enforced before any upstream call: document size and batch size by
 //! the transports, depth and complexity by async-graphql's validation, aliases and root fields
 //! here, on the parsed document.
+//!
+//! Every transport runs the document [`Limits::document`] returns (set on the request with
+//! `set_parsed_query`: the HTTP handler, and [`super::ws::Documents`] for WebSocket and SSE),
+//! so async-graphql never parses a document itself.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, Selection, SelectionSet,
 };
-use async_graphql::{ServerError, ServerResult, Variables};
+use async_graphql::{ServerError, ServerResult};
 
 use crate::config::GraphqlLimitsConfig;
 
@@ -68,12 +71,6 @@ pub(crate) fn limit_error(message: String, limit: &str) -> ServerError {
     extensions.set("limit", limit);
     error.extensions = Some(extensions);
     error
-}
-
-impl ExtensionFactory for Limits {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(self.clone())
-    }
 }
 
 impl Limits {
@@ -157,20 +154,5 @@ impl Limits {
             cache.put(query.to_string(), document.clone());
         }
         Ok(document)
-    }
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for Limits {
-    async fn parse_query(
-        &self,
-        _ctx: &ExtensionContext<'_>,
-        query: &str,
-        _variables: &Variables,
-        _next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        // Replaces the default parse (which is `parser::parse_query` too) so that parsing is
-        // cached and limited.
-        self.document(query)
     }
 }

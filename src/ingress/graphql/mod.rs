@@ -12,6 +12,7 @@
 mod http_fields;
 mod joins;
 mod limits;
+mod reply;
 mod schema;
 pub mod sse;
 pub mod ws;
@@ -20,10 +21,11 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use async_graphql::dynamic::Schema;
-use async_graphql::parser::types::OperationType;
-use async_graphql::Executor as _;
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
+use async_graphql::{ServerResult, ValidationMode};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 
@@ -82,21 +84,98 @@ pub(crate) struct Built {
     snapshot: Arc<Snapshot>,
     schema: Schema,
     joins: Vec<Arc<Join>>,
+    /// For serving HTTP requests; `None` when only checking the config or printing the SDL.
+    revalidation: Option<Revalidation>,
 }
 
-fn build(snapshot: &Arc<Snapshot>, settings: &GraphqlSettings) -> Result<Built, Vec<BuildError>> {
-    let (schema, joins) = schema::build(snapshot, settings)?;
+/// Validation is a fifth of a small query's cost, and its outcome depends only on the schema,
+/// the document, the operation name and the variables. So an HTTP request that passed
+/// `schema`'s full validation once runs the next times on `fast`: the same schema with
+/// async-graphql's fast validation mode, which still checks fragment cycles, complexity and
+/// depth, and answers exactly as `schema` would.
+struct Revalidation {
+    fast: Schema,
+    /// Requests that passed full validation, by [`validation_key`].
+    requests: Mutex<lru::LruCache<String, ()>>,
+}
+
+/// Requests remembered as validated, per schema.
+const VALIDATED_REQUESTS: usize = 256;
+/// Larger requests are validated every time (bounds the memory of [`Revalidation::requests`]).
+const MAX_VALIDATION_KEY: usize = 8 * 1024;
+
+/// What validation depends on besides the schema: the operation name, the variables and the
+/// query (which the document is parsed from). Debug forms escape newlines, so the key is
+/// unambiguous.
+fn validation_key(request: &async_graphql::Request) -> Option<String> {
+    if request.query.len() > MAX_VALIDATION_KEY {
+        return None;
+    }
+    let key = format!(
+        "{:?}\n{:?}\n{}",
+        request.operation_name, request.variables, request.query
+    );
+    (key.len() <= MAX_VALIDATION_KEY).then_some(key)
+}
+
+impl Built {
+    /// Run one HTTP request (its document set, its data attached).
+    async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
+        let Some(revalidation) = &self.revalidation else {
+            return self.schema.execute(request).await;
+        };
+        let key = validation_key(&request);
+        let seen = key.as_ref().is_some_and(|key| {
+            revalidation
+                .requests
+                .lock()
+                .is_ok_and(|mut requests| requests.get(key).is_some())
+        });
+        if seen {
+            return revalidation.fast.execute(request).await;
+        }
+        let response = self.schema.execute(request).await;
+        // A request that failed validation fails before execution; one that ran passed it.
+        if let Some(key) = key.filter(|_| !before_execution(&response)) {
+            if let Ok(mut requests) = revalidation.requests.lock() {
+                requests.put(key, ());
+            }
+        }
+        response
+    }
+}
+
+/// `serving`: also build what [`Built::execute`] needs.
+fn build(
+    snapshot: &Arc<Snapshot>,
+    settings: &GraphqlSettings,
+    serving: bool,
+) -> Result<Built, Vec<BuildError>> {
+    let (schema, joins) = schema::build(snapshot, settings, ValidationMode::Strict)?;
+    let revalidation = if serving {
+        let (fast, _) = schema::build(snapshot, settings, ValidationMode::Fast)?;
+        Some(Revalidation {
+            fast,
+            requests: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(VALIDATED_REQUESTS)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+        })
+    } else {
+        None
+    };
     Ok(Built {
         snapshot: snapshot.clone(),
         schema,
         joins,
+        revalidation,
     })
 }
 
 /// Check the GraphQL config against the current descriptors (start-up and `omnigate validate`).
 pub fn check(gateway: &Gateway) -> Result<(), Vec<BuildError>> {
     match GraphqlSettings::from_config(gateway.config()) {
-        Some(settings) => build(&gateway.snapshot(), &settings).map(|_| ()),
+        Some(settings) => build(&gateway.snapshot(), &settings, false).map(|_| ()),
         None => Ok(()),
     }
 }
@@ -110,7 +189,7 @@ pub fn sdl(gateway: &Gateway) -> Result<String, Vec<BuildError>> {
             hint: None,
         }]
     })?;
-    let built = build(&gateway.snapshot(), &settings)?;
+    let built = build(&gateway.snapshot(), &settings, false)?;
     Ok(built.schema.sdl())
 }
 
@@ -127,7 +206,7 @@ impl GraphqlState {
         let Some(settings) = GraphqlSettings::from_config(gateway.config()) else {
             return Ok(None);
         };
-        let built = build(&gateway.snapshot(), &settings)?;
+        let built = build(&gateway.snapshot(), &settings, true)?;
         Ok(Some(Arc::new(GraphqlState {
             gateway,
             settings,
@@ -155,7 +234,7 @@ impl GraphqlState {
         if Arc::ptr_eq(&built.snapshot, &snapshot) {
             return built;
         }
-        match build(&snapshot, &self.settings) {
+        match build(&snapshot, &self.settings, true) {
             Ok(fresh) => {
                 tracing::info!("GraphQL schema rebuilt for the new descriptors.");
                 let fresh = Arc::new(fresh);
@@ -168,6 +247,12 @@ impl GraphqlState {
                 built
             }
         }
+    }
+
+    /// How WebSocket and SSE operations read their documents: cached, under the limits.
+    fn documents(&self) -> ws::Documents {
+        let limits = self.settings.limits.clone();
+        ws::Documents::new(move |query| limits.document(query))
     }
 
     /// Attach what resolvers need to one request: the operation and its join loaders.
@@ -245,23 +330,28 @@ async fn handle(
         };
     let op = Operation::after_policies(state.gateway.clone(), normalized);
     let built = state.current();
-    if method == Method::GET {
-        for request in batch.iter() {
-            if operation_type(&state.settings.limits, request) == Some(OperationType::Mutation) {
-                let mut response = errors_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    vec![async_graphql::ServerError::new(
-                        "mutations are not allowed over GET; use POST",
-                        None,
-                    )],
-                    graphql_response,
-                );
-                response
-                    .headers_mut()
-                    .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
-                return response;
-            }
-        }
+    // Each operation's document, parsed once (cached) under the limits: the checks below read
+    // it, and execution runs it.
+    let limits = &state.settings.limits;
+    let mut documents: Vec<_> = batch.iter().map(|r| limits.document(&r.query)).collect();
+    let kinds: Vec<_> = batch
+        .iter()
+        .zip(&documents)
+        .map(|(request, document)| operation_type(request, document))
+        .collect();
+    if method == Method::GET && kinds.contains(&Some(OperationType::Mutation)) {
+        let mut response = errors_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            vec![async_graphql::ServerError::new(
+                "mutations are not allowed over GET; use POST",
+                None,
+            )],
+            graphql_response,
+        );
+        response
+            .headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
     }
     if wants_sse {
         if let async_graphql::BatchRequest::Single(request) = batch {
@@ -277,10 +367,7 @@ async fn handle(
             graphql_response,
         );
     }
-    if batch
-        .iter()
-        .any(|r| operation_type(&state.settings.limits, r) == Some(OperationType::Subscription))
-    {
+    if kinds.contains(&Some(OperationType::Subscription)) {
         // async-graphql would only say "not supported on this transport": name the ones that are.
         let status = if graphql_response {
             StatusCode::BAD_REQUEST
@@ -297,17 +384,37 @@ async fn handle(
             graphql_response,
         );
     }
-    let batch = match batch {
-        async_graphql::BatchRequest::Single(r) => {
-            async_graphql::BatchRequest::Single(state.prepare(&built, r, &op))
+    let run = |request: async_graphql::Request, document: ServerResult<ExecutableDocument>| {
+        let request = document.map(|document| {
+            let mut request = state.prepare(&built, request, &op);
+            request.set_parsed_query(document);
+            request
+        });
+        async {
+            match request {
+                Ok(request) => built.execute(request).await,
+                // A refused document answers as async-graphql answers a parse error.
+                Err(error) => async_graphql::Response::from_errors(vec![error]),
+            }
         }
-        async_graphql::BatchRequest::Batch(rs) => async_graphql::BatchRequest::Batch(
-            rs.into_iter()
-                .map(|r| state.prepare(&built, r, &op))
-                .collect(),
+    };
+    let response = match batch {
+        async_graphql::BatchRequest::Single(request) => {
+            let document = documents
+                .pop()
+                .unwrap_or_else(|| limits.document(&request.query));
+            async_graphql::BatchResponse::Single(run(request, document).await)
+        }
+        async_graphql::BatchRequest::Batch(requests) => async_graphql::BatchResponse::Batch(
+            requests
+                .into_iter()
+                .zip(documents)
+                .map(|(request, document)| run(request, document))
+                .collect::<futures_util::stream::FuturesOrdered<_>>()
+                .collect()
+                .await,
         ),
     };
-    let response = built.schema.execute_batch(batch).await;
     let failed_before_execution = match &response {
         async_graphql::BatchResponse::Single(r) => before_execution(r),
         async_graphql::BatchResponse::Batch(rs) => rs.iter().all(before_execution),
@@ -327,11 +434,13 @@ fn before_execution(response: &async_graphql::Response) -> bool {
         && response.errors.iter().all(|e| e.path.is_empty())
 }
 
-/// The type of the operation `request` runs; `None` when the document does not parse or pass
+/// The type of the operation `request` runs; `None` when its document does not parse or pass
 /// the limits (execution then reports why).
-fn operation_type(limits: &Limits, request: &async_graphql::Request) -> Option<OperationType> {
-    let document = limits.document(&request.query).ok()?;
-    match document.operations {
+fn operation_type(
+    request: &async_graphql::Request,
+    document: &ServerResult<ExecutableDocument>,
+) -> Option<OperationType> {
+    match &document.as_ref().ok()?.operations {
         async_graphql::parser::types::DocumentOperations::Single(op) => Some(op.node.ty),
         // One named operation parses as `Multiple` and runs without an `operationName`.
         async_graphql::parser::types::DocumentOperations::Multiple(ops) => {
@@ -572,6 +681,7 @@ async fn websocket(state: Arc<GraphqlState>, request: axum::extract::Request) ->
     let config = ws::WsConfig {
         closing: Some(state.gateway.closing()),
         sessions: Some(state.gateway.sessions()),
+        documents: state.documents(),
         ..ws::WsConfig::default()
     };
     ws::upgrade(upgrade, &headers, schema, prepare, config)
@@ -587,7 +697,8 @@ fn sse_response(
 ) -> impl std::future::Future<Output = Response> {
     let state = state.clone();
     let schema = built.schema.clone();
+    let documents = state.documents();
     let prepare: ws::Prepare =
         Arc::new(move |request, _init| Ok(state.prepare(&built, request, &op)));
-    sse::handle(schema, prepare, headers, request)
+    sse::handle(schema, prepare, documents, headers, request)
 }

@@ -32,7 +32,7 @@ use async_graphql::dynamic::{
     ResolverContext, Scalar, Schema, SchemaBuilder, Subscription, SubscriptionField,
     SubscriptionFieldFuture, TypeRef,
 };
-use async_graphql::{ErrorExtensions, Name, Value};
+use async_graphql::{ErrorExtensions, Name, ValidationMode, Value};
 use futures_util::StreamExt;
 use prost_reflect::{
     DescriptorPool, DynamicMessage, EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor,
@@ -42,6 +42,7 @@ use prost_reflect::{
 use super::http_fields;
 use super::joins::{self, Join};
 use super::limits::Limits;
+use super::reply::ReplyReader;
 use super::GraphqlSettings;
 use crate::error::Error;
 use crate::gateway::Snapshot;
@@ -169,10 +170,11 @@ pub(crate) fn output_options() -> SerializeOptions {
     SerializeOptions::new().skip_default_fields(false)
 }
 
-/// A reply message as the JSON tree resolvers read.
+/// A reply message as the JSON tree resolvers read (unary replies come from
+/// [`super::reply::ReplyReader`], which gives the same tree from the wire bytes).
 ///
-/// Serialized to text first: `serde_json::value::Serializer` widens a `float` to f64 and
-/// would show 4.1 as 4.099999904632568, while the text form writes the shortest f32 digits.
+/// `serde_json::value::Serializer` keeps a proto `float` as the f64 it widens to (4.1 →
+/// 4.099999904632568); [`scalar`] shows it as the shortest f32 decimal again.
 pub(crate) fn to_json(message: &DynamicMessage) -> Result<serde_json::Value, Error> {
     let error = |e: serde_json::Error| Error::UpstreamProtocol {
         upstream: String::new(),
@@ -365,10 +367,11 @@ fn has_get_rule(method: &MethodDescriptor, pool: &DescriptorPool) -> bool {
     matches!(options.get_extension(&ext).as_ref(), prost_reflect::Value::Message(rule) if rule.has_field_by_name("get"))
 }
 
-/// Build the schema for `snapshot`.
+/// Build the schema for `snapshot`, validating documents in `validation` mode.
 pub(crate) fn build(
     snapshot: &Arc<Snapshot>,
     settings: &GraphqlSettings,
+    validation: ValidationMode,
 ) -> Result<(Schema, Vec<Arc<Join>>), Vec<BuildError>> {
     let pool = &snapshot.pool;
     let mut errors = Vec::new();
@@ -541,7 +544,10 @@ pub(crate) fn build(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let builder = settings.limits.apply(builder, settings.introspection);
+    let builder = settings
+        .limits
+        .apply(builder, settings.introspection)
+        .validation_mode(validation);
     let schema = builder.finish().map_err(|e| {
         vec![BuildError {
             at: Some("graphql".into()),
@@ -828,15 +834,13 @@ fn output_object(message: &MessageDescriptor, names: &Names) -> Object {
 
 /// A field that reads `key` of its parent's JSON.
 pub(crate) fn json_field(key: &str, ty: TypeRef, shape: Shape) -> Field {
+    let name = key.to_string();
     let key = key.to_string();
-    let shape = Arc::new(shape);
-    Field::new(key.clone(), ty, move |ctx| {
-        let key = key.clone();
-        let shape = shape.clone();
+    Field::new(name, ty, move |ctx| {
         FieldFuture::Value(
             ctx.parent_value
                 .downcast_ref::<serde_json::Value>()
-                .and_then(|parent| parent.get(&key))
+                .and_then(|parent| parent.get(key.as_str()))
                 .and_then(|value| json_to_field(value, &shape)),
         )
     })
@@ -906,6 +910,10 @@ fn scalar(value: &serde_json::Value, kind: ScalarKind) -> Option<Value> {
             let shortest = (n.as_f64()? as f32).to_string().parse::<f64>().ok()?;
             Some(Value::Number(async_graphql::Number::from_f64(shortest)?))
         }
+        // What `Value::from_json` gives, without going through serde.
+        (_, serde_json::Value::String(s)) => Some(Value::String(s.clone())),
+        (_, serde_json::Value::Number(n)) => Some(Value::Number(n.clone())),
+        (_, serde_json::Value::Bool(b)) => Some(Value::Boolean(*b)),
         _ => Value::from_json(value.clone()).ok(),
     }
 }
@@ -1035,24 +1043,40 @@ pub(crate) fn operation<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<
 
 fn unary_field(name: &str, method: Arc<GrpcMethod>, names: &Names) -> Field {
     let ty = reply_type(&method, names);
+    let output = method.descriptor.output();
+    let unary = Arc::new(Unary {
+        reader: ReplyReader::new(&output),
+        empty: output.full_name() == "google.protobuf.Empty",
+        method,
+    });
     Field::new(name, ty, move |ctx| {
-        let method = method.clone();
+        let unary = unary.clone();
         FieldFuture::new(async move {
             let op = operation(&ctx)?;
+            let method = &unary.method;
             let message = match request_message(&ctx.args, &method.descriptor.input()) {
                 Ok(message) => message,
                 Err(e) => return field_error(&ctx, &e),
             };
             match op
-                .unary(&method, &message)
+                .unary_bytes(method, &message)
                 .await
-                .and_then(|reply| reply_value(&reply))
+                .and_then(|bytes| unary.reader.read(method, bytes))
             {
-                Ok(value) => Ok(value),
+                Ok(_) if unary.empty => Ok(Some(FieldValue::value(Value::Boolean(true)))),
+                Ok(json) => Ok(Some(FieldValue::owned_any(json))),
                 Err(e) => field_error(&ctx, &e),
             }
         })
     })
+}
+
+/// What a unary root field calls and how it reads the reply.
+struct Unary {
+    method: Arc<GrpcMethod>,
+    reader: ReplyReader,
+    /// `google.protobuf.Empty` answers `true`.
+    empty: bool,
 }
 
 fn subscription_field(name: &str, method: Arc<GrpcMethod>, names: &Names) -> SubscriptionField {
@@ -1081,8 +1105,7 @@ impl Limits {
     fn apply(&self, builder: SchemaBuilder, introspection: bool) -> SchemaBuilder {
         let builder = builder
             .limit_depth(self.max_depth)
-            .limit_complexity(self.max_complexity)
-            .extension(self.clone());
+            .limit_complexity(self.max_complexity);
         if introspection {
             builder
         } else {

@@ -1,7 +1,8 @@
 //! GraphQL over Server-Sent Events, "distinct connections mode" of the graphql-sse protocol:
 //! one HTTP request carries one operation, and its response is the stream of its results.
 //!
-//! In: the dynamic [`Schema`], the [`Prepare`] hook, the HTTP request headers and the GraphQL
+//! In: the dynamic [`Schema`], the [`Prepare`] hook, how documents are read ([`Documents`]),
+//! the HTTP request headers and the GraphQL
 //! request the gateway has already read from the body or query string (the gateway routes here
 //! when the client accepts `text/event-stream`).
 //! Out: a `text/event-stream` response with `event: next` / `data: <result JSON>` per result
@@ -34,7 +35,7 @@ use futures_util::{stream, Stream, StreamExt};
 use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
-use super::ws::{errors_json, execute, response_json, ConnectionInit, Event, Prepare};
+use super::ws::{errors_json, execute, response_json, ConnectionInit, Documents, Event, Prepare};
 
 /// Quiet time after which a keep-alive comment is sent.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -43,6 +44,7 @@ pub const KEEPALIVE: Duration = Duration::from_secs(15);
 pub async fn handle(
     schema: Schema,
     prepare: Prepare,
+    documents: Documents,
     headers: http::HeaderMap,
     request: Request,
 ) -> axum::response::Response {
@@ -58,7 +60,7 @@ pub async fn handle(
             return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
         }
     };
-    let events = execute(&schema, request).map(|event| {
+    let events = execute(&schema, &documents, request).map(|event| {
         let data = match event {
             Event::Next(response) => response_json(&response),
             Event::Rejected(errors) => json!({"errors": errors_json(&errors)}),
@@ -114,7 +116,7 @@ mod tests {
         headers: http::HeaderMap,
         axum::Json(request): axum::Json<Request>,
     ) -> axum::response::Response {
-        handle(schema, prepare(), headers, request).await
+        handle(schema, prepare(), Documents::default(), headers, request).await
     }
 
     async fn server() -> (SocketAddr, Arc<Probe>) {

@@ -91,6 +91,39 @@ pub type Prepare = Arc<
         + Sync,
 >;
 
+/// How an operation's document is read before it runs: async-graphql's parser by default; the
+/// gateway parses through its cache and checks its limits there, so that every operation
+/// (WebSocket and SSE alike) runs a checked document. An error rejects the operation as a
+/// request error.
+#[derive(Clone)]
+pub struct Documents(Arc<ReadDocument>);
+
+type ReadDocument = dyn Fn(&str) -> Result<ExecutableDocument, ServerError> + Send + Sync;
+
+impl Documents {
+    pub fn new(
+        read: impl Fn(&str) -> Result<ExecutableDocument, ServerError> + Send + Sync + 'static,
+    ) -> Documents {
+        Documents(Arc::new(read))
+    }
+
+    fn read(&self, query: &str) -> Result<ExecutableDocument, ServerError> {
+        (self.0)(query)
+    }
+}
+
+impl Default for Documents {
+    fn default() -> Self {
+        Documents::new(|query| async_graphql::parser::parse_query(query).map_err(Into::into))
+    }
+}
+
+impl std::fmt::Debug for Documents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Documents(..)")
+    }
+}
+
 /// What the client said when it opened the connection.
 #[derive(Clone, Debug, Default)]
 pub struct ConnectionInit {
@@ -143,6 +176,8 @@ pub struct WsConfig {
     pub closing: Option<watch::Receiver<bool>>,
     /// Where the session runs tracked, so that shutdown can wait for its close handshake.
     pub sessions: Option<TaskTracker>,
+    /// How each operation's document is read.
+    pub documents: Documents,
 }
 
 impl Default for WsConfig {
@@ -154,6 +189,7 @@ impl Default for WsConfig {
             max_message_bytes: 1024 * 1024,
             closing: None,
             sessions: None,
+            documents: Documents::default(),
         }
     }
 }
@@ -257,6 +293,7 @@ pub async fn serve(
         schema,
         prepare,
         init,
+        documents: config.documents.clone(),
         max_message_bytes: config.max_message_bytes,
         keepalive: config.keepalive_interval.is_some(),
         init_received: false,
@@ -353,6 +390,7 @@ struct Connection {
     schema: Schema,
     prepare: Prepare,
     init: ConnectionInit,
+    documents: Documents,
     max_message_bytes: usize,
     /// Whether legacy `ka` messages are sent (keep-alive configured).
     keepalive: bool,
@@ -579,6 +617,7 @@ impl Connection {
         let task = run_operation(
             self.protocol,
             self.schema.clone(),
+            self.documents.clone(),
             request,
             reservation,
             self.data.clone(),
@@ -682,6 +721,7 @@ impl Drop for Reservation {
 async fn run_operation(
     protocol: WsProtocol,
     schema: Schema,
+    documents: Documents,
     request: Request,
     reservation: Reservation,
     data: mpsc::Sender<Outgoing>,
@@ -693,7 +733,7 @@ async fn run_operation(
             cancelled: Some(reservation.cancelled.clone()),
         })
     };
-    let mut events = execute(&schema, request);
+    let mut events = execute(&schema, &documents, request);
     while let Some(event) = events.next().await {
         match event {
             Event::Next(response) => {
@@ -728,12 +768,20 @@ pub(crate) enum Event {
     Rejected(Vec<ServerError>),
 }
 
-/// Executes `request`: subscriptions as a stream, queries and mutations as one result (so a
-/// schema without a subscription root still answers queries here).
-pub(crate) fn execute(schema: &Schema, mut request: Request) -> BoxStream<'static, Event> {
-    let name = request.operation_name.clone();
-    let kind = match request.parsed_query() {
-        Ok(document) => operation_type(document, name.as_deref()),
+/// Executes `request`, its document read through `documents`: subscriptions as a stream,
+/// queries and mutations as one result (so a schema without a subscription root still answers
+/// queries here).
+pub(crate) fn execute(
+    schema: &Schema,
+    documents: &Documents,
+    mut request: Request,
+) -> BoxStream<'static, Event> {
+    let kind = match documents.read(&request.query) {
+        Ok(document) => {
+            let kind = operation_type(&document, request.operation_name.as_deref());
+            request.set_parsed_query(document);
+            kind
+        }
         Err(error) => return stream::once(async move { Event::Rejected(vec![error]) }).boxed(),
     };
     if kind == Some(OperationType::Subscription) {
