@@ -223,3 +223,40 @@ async fn fragments_that_spread_each_other_are_refused_and_the_gateway_keeps_serv
     );
     assert_eq!(d.backends.library_backend.calls("ListShelves"), 0);
 }
+
+#[tokio::test]
+async fn fragments_that_multiply_the_selection_are_refused_before_validation() {
+    // Each fragment spreads the next one twice: 2^24 selections from a 1 KB document, which
+    // async-graphql's validation would walk one by one.
+    let d = demo_with(|_| {}).await;
+    let fan_out: String = std::iter::once("query { ...F0 }".to_string())
+        .chain((0..24).map(|i| format!("fragment F{i} on Query {{ ...F{n} ...F{n} }}", n = i + 1)))
+        .chain(std::iter::once(
+            "fragment F24 on Query { listShelves { nextPageToken } }".to_string(),
+        ))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let r = post(
+        &d,
+        "application/graphql-response+json",
+        json!({ "query": fan_out }),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json()["errors"][0]["extensions"],
+        json!({"code": "LIMIT_EXCEEDED", "limit": "max_complexity"}),
+        "{}",
+        r.text()
+    );
+    // The same shape a few levels deep is an ordinary query.
+    let small = "query { ...F0 } fragment F0 on Query { ...F1 ...F1 } \
+                 fragment F1 on Query { listShelves { shelves { name } } }";
+    let r = post(&d, "application/json", json!({ "query": small })).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["data"]["listShelves"]["shelves"].is_array(),
+        "{}",
+        r.text()
+    );
+}

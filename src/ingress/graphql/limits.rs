@@ -150,9 +150,92 @@ impl Limits {
                 "max_aliases",
             ));
         }
+        // async-graphql's validation walks every fragment spread as often as it is spread, so a
+        // 1 KB document of fragments spreading the next one twice costs seconds of CPU. Such a
+        // document selects far more fields than `max_complexity` allows (every field counts at
+        // least 1), so it is refused here, counted with each fragment expanded only once.
+        let ceiling = self.max_complexity.saturating_mul(EXPANSION_HEADROOM) as u64;
+        let mut expanded = Expanded::new(&document);
+        let operations: Vec<&SelectionSet> = match &document.operations {
+            DocumentOperations::Single(op) => vec![&op.node.selection_set.node],
+            DocumentOperations::Multiple(ops) => {
+                ops.values().map(|op| &op.node.selection_set.node).collect()
+            }
+        };
+        for set in operations {
+            if expanded.fields(set) > ceiling {
+                return Err(limit_error(
+                    format!(
+                        "the operation selects more than {ceiling} fields once its fragments \
+                         are expanded; the complexity limit is {}",
+                        self.max_complexity
+                    ),
+                    "max_complexity",
+                ));
+            }
+        }
         if let Ok(mut cache) = self.documents.lock() {
             cache.put(query.to_string(), document.clone());
         }
         Ok(document)
+    }
+}
+
+/// Documents selecting more than this many times `max_complexity` fields are refused before
+/// validation; the ones in between get async-graphql's own complexity error.
+const EXPANSION_HEADROOM: usize = 4;
+
+/// Counts the fields an operation selects with its fragments expanded, each fragment counted
+/// once and remembered (a fragment spreading itself, directly or not, counts 0 here: async-graphql
+/// refuses those).
+struct Expanded<'a> {
+    document: &'a ExecutableDocument,
+    counted: std::collections::HashMap<&'a str, u64>,
+    visiting: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> Expanded<'a> {
+    fn new(document: &'a ExecutableDocument) -> Self {
+        Expanded {
+            document,
+            counted: Default::default(),
+            visiting: Default::default(),
+        }
+    }
+
+    fn fields(&mut self, set: &'a SelectionSet) -> u64 {
+        let mut total: u64 = 0;
+        for item in &set.items {
+            let count = match &item.node {
+                Selection::Field(field) => {
+                    1u64.saturating_add(self.fields(&field.node.selection_set.node))
+                }
+                Selection::InlineFragment(fragment) => {
+                    self.fields(&fragment.node.selection_set.node)
+                }
+                Selection::FragmentSpread(spread) => {
+                    self.fragment(spread.node.fragment_name.node.as_str())
+                }
+            };
+            total = total.saturating_add(count);
+        }
+        total
+    }
+
+    fn fragment(&mut self, name: &'a str) -> u64 {
+        if let Some(&count) = self.counted.get(name) {
+            return count;
+        }
+        let Some((key, fragment)) = self.document.fragments.get_key_value(name) else {
+            return 0;
+        };
+        let key = key.as_str();
+        if !self.visiting.insert(key) {
+            return 0;
+        }
+        let count = self.fields(&fragment.node.selection_set.node);
+        self.visiting.remove(key);
+        self.counted.insert(key, count);
+        count
     }
 }
