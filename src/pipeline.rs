@@ -84,12 +84,12 @@ impl Operation {
         method: &crate::router::GrpcMethod,
         message: &prost_reflect::DynamicMessage,
     ) -> crate::upstream::grpc::GrpcCall {
-        use futures_util::StreamExt as _;
         let deadline = match (self.deadline, method.timeout) {
             (Some(d), Some(t)) => Some(d.min(std::time::Instant::now() + t)),
             (d, t) => d.or_else(|| t.map(|t| std::time::Instant::now() + t)),
         };
-        let bytes = bytes::Bytes::from(transcode::encode::encode(message));
+        let framed =
+            crate::upstream::grpc::framed(|out| transcode::encode::encode_to(message, out));
         crate::upstream::grpc::GrpcCall {
             path: method.path.clone(),
             metadata: transcode::rest::forwarded_metadata(
@@ -99,7 +99,7 @@ impl Operation {
                 &method.metadata,
             ),
             deadline,
-            messages: futures_util::stream::once(async move { Ok(bytes) }).boxed(),
+            messages: crate::upstream::grpc::RequestMessages::One(framed),
         }
     }
 

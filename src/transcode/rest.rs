@@ -28,7 +28,7 @@ use crate::router::Binding;
 use crate::transcode::fields::{self, BodyBinding, FieldPath, QueryOptions};
 use crate::transcode::json::{self, FieldError};
 use crate::transcode::wire::{self, ReplyError, ReplyPlan};
-use crate::upstream::grpc::{GrpcCall, MessageStream};
+use crate::upstream::grpc::{self, GrpcCall, MessageStream, RequestMessages};
 
 const HTTP_BODY: &str = "google.api.HttpBody";
 
@@ -55,12 +55,13 @@ pub async fn call(
     let deadline = request.deadline;
     let request_id = request.id.clone();
 
-    let messages: MessageStream = if method.descriptor.is_client_streaming() {
-        client_stream(settings, binding, vars, request)?
+    let messages = if method.descriptor.is_client_streaming() {
+        RequestMessages::Stream(client_stream(settings, binding, vars, request)?)
     } else {
         let message = request_message(settings, binding, &vars, request).await?;
-        stream::once(async move { Ok(Bytes::from(crate::transcode::encode::encode(&message))) })
-            .boxed()
+        RequestMessages::One(grpc::framed(|out| {
+            crate::transcode::encode::encode_to(&message, out)
+        }))
     };
 
     let reply = method

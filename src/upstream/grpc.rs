@@ -21,7 +21,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Code, Error, UpstreamStatus};
@@ -31,7 +31,7 @@ use crate::request::format_grpc_timeout;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A call's request body: the framed messages as they come.
-type CallBody = UnsyncBoxBody<Bytes, Error>;
+type CallBody = http_body_util::Either<Full<Bytes>, UnsyncBoxBody<Bytes, Error>>;
 type Sender = hyper::client::conn::http2::SendRequest<CallBody>;
 
 /// One address of a backend.
@@ -150,9 +150,23 @@ impl GrpcUpstream {
             messages,
         } = call;
         let request_error: RequestError = Arc::default();
-        let body = request_body(messages, self.max_message_bytes, request_error.clone());
+        let body =
+            match messages {
+                RequestMessages::One(framed) => {
+                    let len = framed.len().saturating_sub(5);
+                    if len > self.max_message_bytes {
+                        return Err(Error::PayloadTooLarge {
+                            limit: self.max_message_bytes as u64,
+                        });
+                    }
+                    CallBody::Left(Full::new(framed))
+                }
+                RequestMessages::Stream(messages) => CallBody::Right(UnsyncBoxBody::new(
+                    request_body(messages, self.max_message_bytes, request_error.clone()),
+                )),
+            };
 
-        let mut request = http::Request::new(CallBody::new(body));
+        let mut request = http::Request::new(body);
         *request.method_mut() = http::Method::POST;
         let headers = request.headers_mut();
         *headers = metadata;
@@ -345,7 +359,25 @@ pub struct GrpcCall {
     /// Request metadata (already filtered: what the caller chose to forward).
     pub metadata: HeaderMap,
     pub deadline: Option<Instant>,
-    pub messages: MessageStream,
+    pub messages: RequestMessages,
+}
+
+/// The request messages of a call.
+pub enum RequestMessages {
+    /// One message, framed by [`framed`] (unary and server-streaming calls).
+    One(Bytes),
+    /// Messages as they come (client and bidi streams); each is framed as it goes.
+    Stream(MessageStream),
+}
+
+/// One request message, written by `write`, with its 5-byte gRPC prefix in front (written in
+/// place: the message is not copied).
+pub fn framed(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut frame = vec![0; 5];
+    write(&mut frame);
+    let len = u32::try_from(frame.len() - 5).unwrap_or(u32::MAX);
+    frame[1..5].copy_from_slice(&len.to_be_bytes());
+    Bytes::from(frame)
 }
 
 /// The first error of the request stream: it explains the upstream's reset better than the
