@@ -17,6 +17,7 @@
 #                           their TIME-WAIT sockets can hold a port and make a bind fail)
 #   BENCH_ROWS="direct nginx proxy get post gql slow gql3"   which rows to run, in this order
 #   BENCH_SLOW_MS=20        delay of the Authors backend (GraphQL cross-service rows)
+#   BENCH_BACKEND_THREADS=1 tokio worker threads of the example backends process
 #   BENCH_ROUNDS=1          run all rows this many times, interleaved; report each row's median
 #   BENCH_SKIP_BUILD=1      use the existing release binary
 #   BENCH_KEEP=1            keep the temp dir (configs, logs, raw wrk output)
