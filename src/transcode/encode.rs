@@ -523,30 +523,10 @@ mod tests {
         }
     "#;
 
-    struct Sources;
-
-    impl protox::file::FileResolver for Sources {
-        fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
-            match name {
-                "enc/p2.proto" => protox::file::File::from_source(name, PROTO2),
-                "enc/p3.proto" => protox::file::File::from_source(name, PROTO3),
-                _ => Err(protox::Error::file_not_found(name)),
-            }
-        }
-    }
-
     fn local_pool() -> &'static DescriptorPool {
         static POOL: std::sync::OnceLock<DescriptorPool> = std::sync::OnceLock::new();
         POOL.get_or_init(|| {
-            let mut resolver = protox::file::ChainFileResolver::new();
-            resolver.add(Sources);
-            resolver.add(protox::file::GoogleFileResolver::new());
-            let mut compiler = protox::Compiler::with_file_resolver(resolver);
-            compiler.include_imports(true);
-            compiler
-                .open_files(["enc/p2.proto", "enc/p3.proto"])
-                .expect("encoder test protos compile");
-            compiler.descriptor_pool()
+            crate::transcode::compile_sources(&[("enc/p2.proto", PROTO2), ("enc/p3.proto", PROTO3)])
         })
     }
 

@@ -30,3 +30,31 @@ pub(crate) fn test_pool() -> &'static prost_reflect::DescriptorPool {
         compiler.descriptor_pool()
     })
 }
+
+/// A descriptor pool compiled from in-memory proto sources (`(file name, source)` pairs, the
+/// well-known types importable), for tests that need message shapes of their own.
+#[cfg(test)]
+pub(crate) fn compile_sources(
+    sources: &'static [(&'static str, &'static str)],
+) -> prost_reflect::DescriptorPool {
+    struct Sources(&'static [(&'static str, &'static str)]);
+
+    impl protox::file::FileResolver for Sources {
+        fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+            match self.0.iter().find(|(file, _)| *file == name) {
+                Some((_, source)) => protox::file::File::from_source(name, source),
+                None => Err(protox::Error::file_not_found(name)),
+            }
+        }
+    }
+
+    let mut resolver = protox::file::ChainFileResolver::new();
+    resolver.add(Sources(sources));
+    resolver.add(protox::file::GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.include_imports(true);
+    compiler
+        .open_files(sources.iter().map(|(file, _)| *file))
+        .expect("test protos compile");
+    compiler.descriptor_pool()
+}

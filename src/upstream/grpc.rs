@@ -24,6 +24,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use tonic::transport::{Channel, Endpoint};
 
+use super::error_chain;
 use crate::error::{Code, Error, UpstreamStatus};
 use crate::request::format_grpc_timeout;
 
@@ -338,17 +339,6 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Sender, String> {
     Ok(sender)
 }
 
-/// An error with its sources, for the log.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
 /// A stream of encoded request messages; an `Err` aborts the call with that error.
 pub type MessageStream = BoxStream<'static, Result<Bytes, Error>>;
 

@@ -312,7 +312,7 @@ impl HttpUpstream {
                 Some(limit) => Error::PayloadTooLarge { limit },
                 None => Error::UpstreamUnavailable {
                     upstream: self.name.clone(),
-                    reason: error_chain(&*e),
+                    reason: super::error_chain(&*e),
                 },
             })?;
         let (mut parts, body) = response.into_parts();
@@ -431,17 +431,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -23,3 +23,15 @@ pub(crate) fn shard_index(shards: usize) -> usize {
     }
     INDEX.with(|i| *i) % shards
 }
+
+/// An error with its sources (`outer: inner: root cause`), for the log and error reasons.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

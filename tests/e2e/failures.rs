@@ -10,8 +10,8 @@ use omnigate::config::{Config, GrpcUpstreamConfig, LimitsConfig};
 use serde_json::json;
 
 use crate::support::{
-    closed_port_url, demo, gateway, get, http_only, http_route, post_json, send, send_chunked,
-    FakeHttp, Reply,
+    closed_port_url, demo, gateway, get, http_only, http_route, post_json, run_gateway, send,
+    send_chunked, FakeHttp, Reply,
 };
 
 /// Assert `r` is a gateway error: status, JSON `google.rpc.Status` with `code`, and the stable
@@ -481,34 +481,6 @@ async fn an_http_route_covering_the_path_takes_precedence_over_a_405() {
     let r = get(&gw.url("/v1/shelves/1")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["name"], "shelves/1");
-}
-
-/// A gateway run by the test itself, with its shutdown signal in hand.
-struct Running {
-    addr: std::net::SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    run: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-async fn run_gateway(mut config: Config, grace: &str) -> Running {
-    config.shutdown_grace = grace.to_string();
-    let loaded = omnigate::config::load_config(&config, "<test>").expect("valid config");
-    let gateway = omnigate::gateway::Gateway::start(loaded.validated)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(omnigate::server::run(listener, gateway, async move {
-        let _ = rx.await;
-    }));
-    Running {
-        addr,
-        shutdown: Some(tx),
-        run,
-    }
 }
 
 /// A fake upstream whose every request reports its arrival, then waits for `release`.

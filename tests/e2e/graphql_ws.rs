@@ -5,7 +5,9 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{demo, eventually, graphql, open_stream, send, Demo, GraphqlWs, Streamed};
+use crate::support::{
+    demo, eventually, graphql, open_stream, run_gateway, send, Demo, GraphqlWs, Streamed,
+};
 
 const TRANSPORT: &str = "graphql-transport-ws";
 const LEGACY: &str = "graphql-ws";
@@ -682,21 +684,9 @@ async fn sse_client_disconnect_cancels_the_upstream_watch() {
 #[tokio::test]
 async fn on_shutdown_open_sockets_are_closed_with_1001_and_the_server_waits_for_them() {
     let backends = omnigate::demo::start().await.expect("backends");
-    let mut config =
-        omnigate::demo::gateway_config(&backends, "127.0.0.1:0".parse().expect("addr"));
-    config.shutdown_grace = "10s".into();
-    let loaded = omnigate::config::load_config(&config, "<test>").expect("valid config");
-    let gateway = omnigate::gateway::Gateway::start(loaded.validated)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(omnigate::server::run(listener, gateway, async move {
-        let _ = stopped.await;
-    }));
+    let config = omnigate::demo::gateway_config(&backends, "127.0.0.1:0".parse().expect("addr"));
+    let mut running = run_gateway(config, "10s").await;
+    let addr = running.addr;
 
     let (mut ws, _) = GraphqlWs::try_connect_at(addr, Some(TRANSPORT))
         .await
@@ -707,7 +697,7 @@ async fn on_shutdown_open_sockets_are_closed_with_1001_and_the_server_waits_for_
     let backend = backends.library_backend.clone();
     assert!(eventually(|| backend.active_watchers() == 1).await);
 
-    let _ = stop.send(());
+    let _ = running.shutdown.take().expect("sender").send(());
     // The client hears why (1001 Going Away) instead of a dropped TCP connection...
     assert_eq!(
         ws.closed().await,
@@ -716,7 +706,7 @@ async fn on_shutdown_open_sockets_are_closed_with_1001_and_the_server_waits_for_
     drop(ws);
     // ...the upstream stream is cancelled, and the server returns once the socket is closed.
     assert!(eventually(|| backend.active_watchers() == 0).await);
-    tokio::time::timeout(std::time::Duration::from_secs(10), run)
+    tokio::time::timeout(std::time::Duration::from_secs(10), running.run)
         .await
         .expect("run returned after the socket closed")
         .expect("run task")

@@ -63,6 +63,34 @@ pub async fn serve(gateway: Arc<Gateway>) -> TestGateway {
     }
 }
 
+/// A gateway run by the test itself, with its shutdown signal in hand.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    pub run: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub async fn run_gateway(mut config: Config, grace: &str) -> Running {
+    config.shutdown_grace = grace.to_string();
+    let loaded = omnigate::config::load_config(&config, "<test>").expect("valid config");
+    let gateway = omnigate::gateway::Gateway::start(loaded.validated)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(omnigate::server::run(listener, gateway, async move {
+        let _ = rx.await;
+    }));
+    Running {
+        addr,
+        shutdown: Some(tx),
+        run,
+    }
+}
+
 /// The example backends plus a gateway configured like `omnigate demo`.
 pub struct Demo {
     pub backends: Backends,

@@ -64,30 +64,13 @@ message M {
 message Big { int32 a = 1; string z = 100000; repeated sint64 r = 536870911; }
 "#;
 
-struct Sources;
-
-impl protox::file::FileResolver for Sources {
-    fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
-        match name {
-            "extra2.proto" => protox::file::File::from_source(name, EXTRA_PROTO2),
-            "extra3.proto" => protox::file::File::from_source(name, EXTRA_PROTO3),
-            _ => Err(protox::Error::file_not_found(name)),
-        }
-    }
-}
-
 fn extra_pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let mut resolver = protox::file::ChainFileResolver::new();
-        resolver.add(Sources);
-        resolver.add(protox::file::GoogleFileResolver::new());
-        let mut compiler = protox::Compiler::with_file_resolver(resolver);
-        compiler.include_imports(true);
-        compiler
-            .open_files(["extra2.proto", "extra3.proto"])
-            .unwrap();
-        compiler.descriptor_pool()
+        crate::transcode::compile_sources(&[
+            ("extra2.proto", EXTRA_PROTO2),
+            ("extra3.proto", EXTRA_PROTO3),
+        ])
     })
 }
 
