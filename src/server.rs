@@ -82,7 +82,10 @@ impl App {
                 response.map(ReplyBody::Routed)
             }
             _ => {
-                let request = ingress::rest::normalize(request, Some(peer));
+                let request = ingress::rest::normalize(
+                    request.map(crate::request::Body::incoming),
+                    Some(peer),
+                );
                 ingress::rest::serve(&self.gateway, request)
                     .await
                     .map(ReplyBody::Rest)

@@ -10,13 +10,12 @@ use std::time::Instant;
 
 use axum::extract::{ConnectInfo, State};
 use axum::response::IntoResponse;
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::pipeline;
-use crate::request::{body_from, full_body, parse_grpc_timeout, BoxError, Protocol, Request};
+use crate::request::{body_from, full_body, parse_grpc_timeout, Body, Protocol, Request};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -29,7 +28,7 @@ pub async fn handle(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
-    serve(&gateway, normalize(request, peer))
+    serve(&gateway, normalize(request.map(body_from), peer))
         .await
         .map(axum::body::Body::new)
         .into_response()
@@ -67,12 +66,9 @@ fn new_request_id() -> String {
         .to_string()
 }
 
-/// HTTP request → internal request.
-pub fn normalize<B>(request: http::Request<B>, peer: Option<SocketAddr>) -> Request
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+/// HTTP request → internal request (its body already an internal [`Body`]: see
+/// [`Body::incoming`] and [`body_from`]).
+pub fn normalize(request: http::Request<Body>, peer: Option<SocketAddr>) -> Request {
     let (parts, body) = request.into_parts();
     let id = parts
         .headers
@@ -103,7 +99,7 @@ where
         headers: parts.headers,
         principal: None,
         deadline,
-        body: body_from(body),
+        body,
     }
 }
 

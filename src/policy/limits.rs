@@ -32,22 +32,25 @@ pub fn check(limit: u64, request: &mut Request) -> Result<(), Error> {
     if declared.is_some_and(|len| len > limit) {
         return Err(Error::PayloadTooLarge { limit });
     }
-    let body = std::mem::replace(&mut request.body, crate::request::empty_body());
+    // Nothing to count in a body that is already over (a GET, a `Content-Length: 0`).
+    if http_body::Body::is_end_stream(&request.body) {
+        return Ok(());
+    }
+    let body = std::mem::take(&mut request.body);
     request.body = limited(body, limit);
     Ok(())
 }
 
 fn limited(body: Body, limit: u64) -> Body {
     let max = usize::try_from(limit).unwrap_or(usize::MAX);
-    http_body_util::Limited::new(body, max)
-        .map_err(move |e: BoxError| -> BoxError {
-            if e.is::<http_body_util::LengthLimitError>() {
-                Box::new(TooLarge(limit))
-            } else {
-                e
-            }
-        })
-        .boxed_unsync()
+    let limited = http_body_util::Limited::new(body, max).map_err(move |e: BoxError| -> BoxError {
+        if e.is::<http_body_util::LengthLimitError>() {
+            Box::new(TooLarge(limit))
+        } else {
+            e
+        }
+    });
+    crate::request::body_from(limited)
 }
 
 /// Whether an error (or one of its causes) is a body over the limit.

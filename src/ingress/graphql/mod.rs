@@ -317,7 +317,7 @@ async fn handle(
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    let mut normalized = super::rest::normalize(request, peer);
+    let mut normalized = super::rest::normalize(request.map(crate::request::body_from), peer);
     normalized.protocol = Protocol::GraphQl;
     // The policies run before the body is read: it is then read through their limits.
     if let Err(error) = crate::policy::apply(&state.gateway.settings, &mut normalized) {
@@ -527,7 +527,7 @@ async fn parse_request(
                 .unwrap_or("")
                 .trim()
                 .to_string();
-            let body = std::mem::replace(&mut request.body, crate::request::empty_body());
+            let body = std::mem::take(&mut request.body);
             let bytes = body
                 .collect()
                 .await
@@ -672,7 +672,8 @@ async fn websocket(state: Arc<GraphqlState>, request: axum::extract::Request) ->
         let mut downstream = axum::extract::Request::new(axum::body::Body::empty());
         *downstream.uri_mut() = uri.clone();
         *downstream.headers_mut() = headers;
-        let mut normalized = super::rest::normalize(downstream, peer);
+        let mut normalized =
+            super::rest::normalize(downstream.map(crate::request::body_from), peer);
         normalized.protocol = Protocol::WebSocket;
         let op = Operation::begin(prepare_state.gateway.clone(), normalized)
             .map_err(|e| e.render().message)?;
