@@ -297,7 +297,7 @@ impl JoinLoader {
         let message =
             json::decode_message(&method.descriptor.input(), &bytes, &JsonOptions::default())?;
         let reply = self.op.unary_bytes(method, &message).await?;
-        reader.read(method, reply)
+        reader.read(method, reply, None)
     }
 
     async fn load_one(&self, key: &str) -> Result<serde_json::Value, Error> {

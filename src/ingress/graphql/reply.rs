@@ -43,6 +43,9 @@ const MAX_NESTING: u32 = 256;
 pub(crate) struct ReplyReader {
     /// `None`: decode, then [`to_json`].
     floats: Option<Floats>,
+    /// The reply message's JSON keys, in field order, when it renders as an object of its
+    /// fields (at most 64: a [`Selection`] is a bit per key); else empty.
+    keys: Vec<Box<str>>,
     /// The length of the last JSON text rendered: the next one's buffer starts that large
     /// (with every field emitted, a reply's JSON is often several times its protobuf).
     last_len: AtomicUsize,
@@ -202,20 +205,53 @@ fn render_options() -> JsonOptions {
 
 impl ReplyReader {
     pub(crate) fn new(output: &MessageDescriptor) -> ReplyReader {
+        let object = special(output.full_name()).is_none()
+            && output.full_name() != "google.protobuf.Any"
+            && output.fields().len() <= 64;
         ReplyReader {
             floats: Floats::compile(output),
+            keys: if object {
+                output.fields().map(|f| Box::from(f.json_name())).collect()
+            } else {
+                Vec::new()
+            },
             last_len: AtomicUsize::new(0),
         }
     }
 
-    /// The reply `bytes` of `method` as JSON.
-    pub(crate) fn read(&self, method: &GrpcMethod, bytes: Bytes) -> Result<Value, Error> {
+    /// The top-level keys among `names` (the fields a query selects on the reply); `None`
+    /// when a name is not a key (or the reply is not an object of its fields): every key is
+    /// then needed.
+    pub(crate) fn selection<'a>(&self, names: impl Iterator<Item = &'a str>) -> Option<Selection> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let mut bits = 0_u64;
+        for name in names {
+            if name == "__typename" {
+                continue;
+            }
+            let index = self.keys.iter().position(|k| **k == *name)?;
+            bits |= 1 << index;
+        }
+        Some(Selection(bits))
+    }
+
+    /// The reply `bytes` of `method` as JSON: only the top-level keys of `selection` (and
+    /// any key outside the plan) when given, everything else as [`to_json`] gives it.
+    pub(crate) fn read(
+        &self,
+        method: &GrpcMethod,
+        bytes: Bytes,
+        selection: Option<Selection>,
+    ) -> Result<Value, Error> {
         if let Some(floats) = &self.floats {
             let hint = self.last_len.load(Ordering::Relaxed).min(MAX_HINT);
             let mut text = Vec::with_capacity(hint.max(2 * bytes.len() + 16));
             if wire::render_reply(&method.reply, &bytes, &render_options(), &mut text).is_ok() {
                 self.last_len.store(text.len(), Ordering::Relaxed);
-                if let Some(value) = parse(&text, floats) {
+                let only = selection.map(|s| (self.keys.as_slice(), s.0));
+                if let Some(value) = parse(&text, floats, only) {
                     return Ok(value);
                 }
             }
@@ -225,14 +261,20 @@ impl ReplyReader {
     }
 }
 
-/// Reads the rendered JSON; `None` when it is not JSON (or is nested too deep).
-fn parse(text: &[u8], floats: &Floats) -> Option<Value> {
+/// The top-level keys a query reads, a bit per key of [`ReplyReader::keys`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Selection(u64);
+
+/// Reads the rendered JSON; `None` when it is not JSON (or is nested too deep). With `only`,
+/// the values of the root object's keys whose bit is clear are checked but not kept.
+fn parse(text: &[u8], floats: &Floats, only: Option<(&[Box<str>], u64)>) -> Option<Value> {
     let text = std::str::from_utf8(text).ok()?;
     let mut reader = Reader {
         text,
         bytes: text.as_bytes(),
         pos: 0,
         floats,
+        only,
     };
     let value = reader.value(floats.root, MAX_NESTING)?;
     reader.skip_space();
@@ -244,9 +286,11 @@ struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
     floats: &'a Floats,
+    /// For the root object only (taken by the first object read).
+    only: Option<(&'a [Box<str>], u64)>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn skip_space(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.pos) {
             self.pos += 1;
@@ -284,8 +328,27 @@ impl Reader<'_> {
         }
     }
 
+    /// What the value of `key` holds, in an object that holds `slot`.
+    fn inner(&self, slot: Slot, key: &str) -> Option<Slot> {
+        Some(match slot {
+            Slot::Message(m) => self
+                .floats
+                .messages
+                .get(m as usize)?
+                .iter()
+                .find(|(k, _)| **k == *key)
+                .map_or(Slot::Plain, |(_, s)| *s),
+            Slot::FloatMap => Slot::Float,
+            Slot::MessageMap(m) => Slot::Message(m),
+            Slot::Plain | Slot::Float => Slot::Plain,
+        })
+    }
+
     fn object(&mut self, slot: Slot, depth: u32) -> Option<Map<String, Value>> {
         self.pos += 1;
+        let only = self.only.take();
+        // Keys come in field order: the next key is most often the next field's.
+        let mut next = 0;
         let mut map = Map::new();
         if self.eat(b'}').is_some() {
             return Some(map);
@@ -296,20 +359,23 @@ impl Reader<'_> {
             }
             let key = self.string()?;
             self.eat(b':')?;
-            let inner = match slot {
-                Slot::Message(m) => self
-                    .floats
-                    .messages
-                    .get(m as usize)?
-                    .iter()
-                    .find(|(k, _)| **k == *key)
-                    .map_or(Slot::Plain, |(_, s)| *s),
-                Slot::FloatMap => Slot::Float,
-                Slot::MessageMap(m) => Slot::Message(m),
-                Slot::Plain | Slot::Float => Slot::Plain,
-            };
-            let value = self.value(inner, depth)?;
-            map.insert(key, value);
+            let inner = self.inner(slot, &key)?;
+            let skipped = only.is_some_and(|(keys, bits)| {
+                let index = match keys.get(next) {
+                    Some(k) if **k == *key => Some(next),
+                    _ => keys.iter().position(|k| **k == *key),
+                };
+                index.is_some_and(|i| {
+                    next = i + 1;
+                    bits & (1 << i) == 0
+                })
+            });
+            if skipped {
+                self.skip(inner, depth)?;
+            } else {
+                let value = self.value(inner, depth)?;
+                map.insert(key, value);
+            }
             match self.peek()? {
                 b',' => self.pos += 1,
                 b'}' => {
@@ -343,6 +409,86 @@ impl Reader<'_> {
                 _ => return None,
             }
         }
+    }
+
+    /// Reads past a value as [`Reader::value`] reads it (the same text is refused), keeping
+    /// nothing.
+    fn skip(&mut self, slot: Slot, depth: u32) -> Option<()> {
+        let depth = depth.checked_sub(1)?;
+        match self.peek()? {
+            b'{' => {
+                self.pos += 1;
+                if self.eat(b'}').is_some() {
+                    return Some(());
+                }
+                loop {
+                    if self.peek()? != b'"' {
+                        return None;
+                    }
+                    let start = self.pos;
+                    let inner = match self.skip_string()? {
+                        Some(key) => self.inner(slot, key)?,
+                        None => {
+                            // Escaped: read it again, unescaped (rare).
+                            self.pos = start;
+                            let key = self.string()?;
+                            self.inner(slot, &key)?
+                        }
+                    };
+                    self.eat(b':')?;
+                    self.skip(inner, depth)?;
+                    match self.peek()? {
+                        b',' => self.pos += 1,
+                        b'}' => {
+                            self.pos += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'[' => {
+                self.pos += 1;
+                let element = match slot {
+                    Slot::Float | Slot::Message(_) => slot,
+                    _ => Slot::Plain,
+                };
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.skip(element, depth)?;
+                    match self.peek()? {
+                        b',' => self.pos += 1,
+                        b']' => {
+                            self.pos += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'"' => self.skip_string().map(drop),
+            b't' => self.literal("true", Value::Null).map(drop),
+            b'f' => self.literal("false", Value::Null).map(drop),
+            b'n' => self.literal("null", Value::Null).map(drop),
+            b'-' | b'0'..=b'9' => self.number(slot == Slot::Float).map(drop),
+            _ => None,
+        }
+    }
+
+    /// At an opening quote: reads past the string; `Some(None)` when it holds escapes (then
+    /// checked as [`Reader::string`] checks them).
+    fn skip_string(&mut self) -> Option<Option<&'a str>> {
+        let start = self.pos + 1;
+        let rest = self.bytes.get(start..)?;
+        let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+        if rest[end] == b'"' {
+            self.pos = start + end + 1;
+            return self.text.get(start..start + end).map(Some);
+        }
+        self.string()?;
+        Some(None)
     }
 
     /// At an opening quote.
@@ -540,7 +686,7 @@ message Holder { optional Ext ext = 1; }
         let plan = wire::ReplyPlan::compile(desc);
         let mut text = Vec::new();
         wire::render_reply(&plan, bytes, &render_options(), &mut text).ok()?;
-        parse(&text, &floats)
+        parse(&text, &floats, None)
     }
 
     /// Same tree as the decode-then-serialize path, bit for bit.
@@ -702,6 +848,35 @@ message Holder { optional Ext ext = 1; }
     }
 
     #[test]
+    fn a_selection_keeps_its_keys_whole_and_still_refuses_what_is_not_json() {
+        let leaf = desc("reply.Tree");
+        let reader = ReplyReader::new(&leaf);
+        let floats = Floats::compile(&leaf).unwrap();
+        let m = message(
+            "reply.Tree",
+            json!({"name": "n", "children": [{"name": "c\"q"}], "leaf": {"weight": 0.1}}),
+        );
+        let bytes = m.encode_to_vec();
+        let plan = wire::ReplyPlan::compile(&leaf);
+        let mut text = Vec::new();
+        wire::render_reply(&plan, &bytes, &render_options(), &mut text).unwrap();
+        let full = parse(&text, &floats, None).unwrap();
+        let only = reader
+            .selection(["leaf", "__typename", "name"].into_iter())
+            .unwrap();
+        let got = parse(&text, &floats, Some((&reader.keys, only.0))).unwrap();
+        let want: Map<String, Value> = ["name", "leaf"]
+            .iter()
+            .map(|k| (k.to_string(), full[*k].clone()))
+            .collect();
+        assert_eq!(bits(&got), bits(&Value::Object(want)));
+        assert!(reader.selection(["nope"].into_iter()).is_none());
+        let bad = br#"{"name":"n","children":[{"name":"\x"}]}"#;
+        let name = reader.selection(["name"].into_iter()).unwrap();
+        assert_eq!(parse(bad, &floats, Some((&reader.keys, name.0))), None);
+    }
+
+    #[test]
     fn what_is_not_json_is_not_read() {
         let floats = Floats::compile(&desc("Book")).unwrap();
         for text in [
@@ -716,14 +891,14 @@ message Holder { optional Ext ext = 1; }
             "{1:2}",
             "1-2",
         ] {
-            assert_eq!(parse(text.as_bytes(), &floats), None, "{text}");
+            assert_eq!(parse(text.as_bytes(), &floats, None), None, "{text}");
         }
         let text = " {\"a\" : [ 1 , -2, 3.5, true, null, \"\\u00e9\\ud834\\udd1e\\/\"] } ";
         assert_eq!(
-            parse(text.as_bytes(), &floats),
+            parse(text.as_bytes(), &floats, None),
             Some(json!({"a": [1, -2, 3.5, true, null, "é𝄞/"]}))
         );
         let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
-        assert_eq!(parse(deep.as_bytes(), &floats), None);
+        assert_eq!(parse(deep.as_bytes(), &floats, None), None);
     }
 }

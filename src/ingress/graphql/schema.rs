@@ -429,6 +429,7 @@ pub(crate) fn build(
     let mut mutation = Object::new("Mutation");
     let mut subscription = Subscription::new("Subscription");
     let (mut has_mutation, mut has_subscription) = (false, false);
+    let sdl_types = sdl_type_names(settings);
     for (_, method, root) in &methods {
         let name = field_name(method);
         let description = names
@@ -452,7 +453,12 @@ pub(crate) fn build(
                 subscription = subscription.field(field);
             }
             Root::Query | Root::Mutation => {
-                let mut field = unary_field(&name, Arc::clone(method), &names);
+                // Only `json_field`s read a reply of a type no join, HTTP field or SDL adds to.
+                let reply = type_name(&names, method.descriptor.output().full_name());
+                let plain = sdl_types.as_ref().is_some_and(|t| !t.contains(&reply))
+                    && !joins.iter().any(|j| j.on == reply)
+                    && !http_fields.iter().any(|f| f.on == reply);
+                let mut field = unary_field(&name, Arc::clone(method), &names, plain);
                 for arg in arguments {
                     field = field.argument(arg);
                 }
@@ -1041,12 +1047,28 @@ pub(crate) fn operation<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<
     ctx.ctx.data::<Operation>()
 }
 
-fn unary_field(name: &str, method: Arc<GrpcMethod>, names: &Names) -> Field {
+/// The names of the types the SDL files define; `None` when one does not parse.
+fn sdl_type_names(settings: &GraphqlSettings) -> Option<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    for (_, text) in &settings.sdl {
+        for definition in async_graphql::parser::parse_schema(text).ok()?.definitions {
+            if let async_graphql::parser::types::TypeSystemDefinition::Type(ty) = definition {
+                names.insert(ty.node.name.node.to_string());
+            }
+        }
+    }
+    Some(names)
+}
+
+/// `plain`: every field of the reply's type reads its own key of the reply's JSON (so the
+/// reply is read for the keys the query selects only).
+fn unary_field(name: &str, method: Arc<GrpcMethod>, names: &Names, plain: bool) -> Field {
     let ty = reply_type(&method, names);
     let output = method.descriptor.output();
     let unary = Arc::new(Unary {
         reader: ReplyReader::new(&output),
         empty: output.full_name() == "google.protobuf.Empty",
+        plain,
         method,
     });
     Field::new(name, ty, move |ctx| {
@@ -1058,11 +1080,15 @@ fn unary_field(name: &str, method: Arc<GrpcMethod>, names: &Names) -> Field {
                 Ok(message) => message,
                 Err(e) => return field_error(&ctx, &e),
             };
-            match op
-                .unary_bytes(method, &message)
-                .await
-                .and_then(|bytes| unary.reader.read(method, bytes))
-            {
+            match op.unary_bytes(method, &message).await.and_then(|bytes| {
+                let selection = unary.plain.then(|| {
+                    let field = ctx.field();
+                    unary
+                        .reader
+                        .selection(field.selection_set().map(|f| f.name()))
+                });
+                unary.reader.read(method, bytes, selection.flatten())
+            }) {
                 Ok(_) if unary.empty => Ok(Some(FieldValue::value(Value::Boolean(true)))),
                 Ok(json) => Ok(Some(FieldValue::owned_any(json))),
                 Err(e) => field_error(&ctx, &e),
@@ -1077,6 +1103,8 @@ struct Unary {
     reader: ReplyReader,
     /// `google.protobuf.Empty` answers `true`.
     empty: bool,
+    /// See [`unary_field`].
+    plain: bool,
 }
 
 fn subscription_field(name: &str, method: Arc<GrpcMethod>, names: &Names) -> SubscriptionField {
