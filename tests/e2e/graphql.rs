@@ -360,3 +360,42 @@ async fn a_body_over_the_limit_is_413_before_any_upstream_call() {
         "shelves/1"
     );
 }
+
+#[tokio::test]
+async fn fields_selected_through_fragments_aliases_and_directives_all_arrive() {
+    // Without joins or HTTP fields on Book, a reply is read for the selected keys only: every
+    // way of selecting a field must still bring it.
+    let d = crate::support::demo_with(|c| {
+        c.graphql.joins.clear();
+        c.graphql.http_fields.clear();
+    })
+    .await;
+    let r = gql(
+        &d,
+        r#"query($name: String!, $no: Boolean!) {
+            getBook(name: $name) {
+                t: title
+                ...Counts
+                ... on Book { genre }
+                isbn13 @include(if: $no)
+                edition @skip(if: $no)
+            }
+        }
+        fragment Counts on Book { pageCount labels { key value } }"#,
+        json!({ "name": "shelves/1/books/1", "no": false }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert!(body.get("errors").is_none(), "{body}");
+    let book = &body["data"]["getBook"];
+    assert_eq!(book["t"], "The Glass Orchard", "{body}");
+    assert_eq!(book["pageCount"], "412", "{body}");
+    assert_eq!(book["genre"], "FICTION", "{body}");
+    assert!(
+        book["labels"].as_array().is_some_and(|l| !l.is_empty()),
+        "{body}"
+    );
+    assert!(book.get("isbn13").is_none(), "{body}");
+    assert!(book["edition"].is_number(), "{body}");
+}
