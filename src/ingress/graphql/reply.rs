@@ -641,30 +641,13 @@ extend Ext { optional float f = 10; }
 message Holder { optional Ext ext = 1; }
 "#;
 
-    struct Sources;
-
-    impl protox::file::FileResolver for Sources {
-        fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
-            match name {
-                "extra.proto" => protox::file::File::from_source(name, EXTRA),
-                "extended.proto" => protox::file::File::from_source(name, EXTENDED),
-                _ => Err(protox::Error::file_not_found(name)),
-            }
-        }
-    }
-
     fn extra_pool() -> &'static DescriptorPool {
         static POOL: OnceLock<DescriptorPool> = OnceLock::new();
         POOL.get_or_init(|| {
-            let mut resolver = protox::file::ChainFileResolver::new();
-            resolver.add(Sources);
-            resolver.add(protox::file::GoogleFileResolver::new());
-            let mut compiler = protox::Compiler::with_file_resolver(resolver);
-            compiler.include_imports(true);
-            compiler
-                .open_files(["extra.proto", "extended.proto"])
-                .unwrap();
-            compiler.descriptor_pool()
+            crate::transcode::compile_sources(&[
+                ("extra.proto", EXTRA),
+                ("extended.proto", EXTENDED),
+            ])
         })
     }
 
