@@ -4,7 +4,9 @@
 //! inspect, the router matches and the upstream dispatch turns into a call.
 //!
 //! Architecture Invariant: no axum, async-graphql, tonic or hyper-client type appears here, so
-//! a policy written against [`Request`] works for REST, GraphQL and WebSocket alike.
+//! a policy written against [`Request`] works for REST, GraphQL and WebSocket alike. ([`Body`]
+//! keeps hyper's server-side body inside it, privately, only to spare it a box: stages see an
+//! `http_body::Body` and nothing else.)
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
