@@ -6,12 +6,12 @@
 //! descriptors (messages are opaque bytes here; transcoding happens in `transcode/`).
 //!
 //! The framing (5-byte length prefix, `grpc-status` in trailers or trailers-only headers) is
-//! written here on top of tonic's pooled HTTP/2 [`Channel`] instead of going through
+//! written here on top of the `h2` crate's client connections instead of going through
 //! `tonic::client::Grpc`, because the gateway must see the raw answer: an upstream that replies
 //! with an HTML page or without any `grpc-status` has to become a 502, never be parsed as
 //! protobuf, and tonic's codec path folds that into ordinary statuses.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,8 +20,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::transport::{Channel, Endpoint};
 
 use super::error_chain;
@@ -31,9 +30,15 @@ use crate::request::format_grpc_timeout;
 /// Messages larger than this are refused in either direction unless configured otherwise.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// A call's request body: the framed messages as they come.
-type CallBody = http_body_util::Either<Full<Bytes>, UnsyncBoxBody<Bytes, Error>>;
-type Sender = hyper::client::conn::http2::SendRequest<CallBody>;
+type Sender = h2::client::SendRequest<Bytes>;
+
+/// An open HTTP/2 connection: the handle that starts calls on it, and whether its driver task
+/// has ended (the connection is closed and a new one is needed).
+#[derive(Clone, Debug)]
+struct Conn {
+    sender: Sender,
+    closed: Arc<AtomicBool>,
+}
 
 /// One address of a backend.
 #[derive(Debug)]
@@ -49,16 +54,32 @@ struct Target {
 /// are multiplexed.
 #[derive(Debug, Default)]
 struct Lane {
-    sender: Mutex<Option<Sender>>,
+    conn: Mutex<Option<Conn>>,
     /// Held while connecting, so that the calls arriving meanwhile wait for that connection
     /// instead of each opening their own.
     connecting: tokio::sync::Mutex<()>,
 }
 
 impl Lane {
-    fn open(&self) -> Option<Sender> {
-        let sender = self.sender.lock().ok()?;
-        sender.as_ref().filter(|s| !s.is_closed()).cloned()
+    fn open(&self) -> Option<Conn> {
+        let conn = self.conn.lock().ok()?;
+        conn.as_ref()
+            .filter(|c| !c.closed.load(Ordering::Relaxed))
+            .cloned()
+    }
+
+    /// Forget the connection: it refused a call (GOAWAY received, stream ids used up, a
+    /// connection error), so the next call opens a new one.
+    fn retire(&self, closed: &Arc<AtomicBool>) {
+        closed.store(true, Ordering::Relaxed);
+        if let Ok(mut conn) = self.conn.lock() {
+            if conn
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(&c.closed, closed))
+            {
+                *conn = None;
+            }
+        }
     }
 }
 
@@ -66,11 +87,12 @@ impl Lane {
 /// addresses (one per serving thread and address; calls go round-robin over the addresses and
 /// on to the next one when an address cannot be reached).
 ///
-/// Calls are sent on hyper's HTTP/2 client connections directly rather than through tonic's
-/// `Channel`: its buffer task, origin, user-agent, timeout and reconnect layers cost about a
-/// tenth of the gateway's CPU per call, and the gateway does each of those itself (the
-/// deadline, reconnecting, balancing). Server reflection, which is not on the request path,
-/// keeps using a tonic channel.
+/// Calls are sent on `h2` client connections directly rather than through tonic's `Channel` or
+/// hyper's HTTP/2 client: tonic's buffer task, origin, user-agent, timeout and reconnect layers
+/// cost about a tenth of the gateway's CPU per call, and hyper's client adds a channel hop to
+/// the connection task and a spawned task per call (another tenth). The gateway does each of
+/// those jobs itself (the deadline, reconnecting, balancing, streaming the request body).
+/// Server reflection, which is not on the request path, keeps using a tonic channel.
 #[derive(Clone, Debug)]
 pub struct GrpcUpstream {
     name: Arc<str>,
@@ -150,27 +172,23 @@ impl GrpcUpstream {
             deadline,
             messages,
         } = call;
+        if let RequestMessages::One(framed) = &messages {
+            if framed.len().saturating_sub(5) > self.max_message_bytes {
+                return Err(Error::PayloadTooLarge {
+                    limit: self.max_message_bytes as u64,
+                });
+            }
+        }
         let request_error: RequestError = Arc::default();
-        let body =
-            match messages {
-                RequestMessages::One(framed) => {
-                    let len = framed.len().saturating_sub(5);
-                    if len > self.max_message_bytes {
-                        return Err(Error::PayloadTooLarge {
-                            limit: self.max_message_bytes as u64,
-                        });
-                    }
-                    CallBody::Left(Full::new(framed))
-                }
-                RequestMessages::Stream(messages) => CallBody::Right(UnsyncBoxBody::new(
-                    request_body(messages, self.max_message_bytes, request_error.clone()),
-                )),
-            };
+        // Stops the task that streams the request messages once the call is over or dropped.
+        let request_stream = CancellationToken::new();
+        let guard = request_stream.clone().drop_guard();
 
-        let mut request = http::Request::new(body);
+        let mut request = http::Request::new(());
         *request.method_mut() = http::Method::POST;
         let headers = request.headers_mut();
         *headers = metadata;
+        strip_connection_specific(headers);
         headers.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
@@ -192,10 +210,26 @@ impl GrpcUpstream {
             parts.path_and_query = Some(path);
             *request.uri_mut() = http::Uri::from_parts(parts)
                 .map_err(|e| Error::internal(format!("building gRPC request URI: {e}")))?;
-            sender
-                .send_request(request)
-                .await
-                .map_err(|e| self.unavailable(&error_chain(&e)))
+            let broken = |e: h2::Error| self.unavailable(&error_chain(&e));
+            let (response, mut stream) = sender.send_request(request, false).map_err(broken)?;
+            match messages {
+                RequestMessages::One(framed) => stream.send_data(framed, true).map_err(broken)?,
+                RequestMessages::Stream(messages) => {
+                    let pump = stream_request(
+                        stream,
+                        messages,
+                        self.max_message_bytes,
+                        request_error.clone(),
+                    );
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            () = pump => {}
+                            () = request_stream.cancelled() => {}
+                        }
+                    });
+                }
+            }
+            response.await.map_err(broken)
         };
         let response = match with_deadline(deadline.as_ref(), send).await {
             Ok(response) => response,
@@ -235,6 +269,7 @@ impl GrpcUpstream {
                 deadline,
                 max_message_bytes: self.max_message_bytes,
                 request_error,
+                _request_stream: guard,
             },
         })
     }
@@ -264,34 +299,40 @@ impl GrpcUpstream {
 
     /// The lane's connection once it can take one more call, connecting (once) if needed.
     async fn ready(&self, target: &Target, lane: &Lane) -> Result<Sender, Error> {
-        let mut sender = match lane.open() {
-            Some(sender) => sender,
+        let conn = match lane.open() {
+            Some(conn) => conn,
             // Boxed: connecting is rare, and its large future would otherwise be part of (and
             // copied along with) every call's future.
             None => Box::pin(self.reopen(target, lane)).await?,
         };
-        // Waits while the connection is at the backend's concurrent-stream limit; fails when
-        // it closed meanwhile (the next call opens a new one).
-        sender
-            .ready()
-            .await
-            .map_err(|e| self.unavailable(&error_chain(&e)))?;
-        Ok(sender)
+        match conn.sender.ready().await {
+            Ok(sender) => Ok(sender),
+            // The connection takes no new calls (the backend sent GOAWAY, stream ids ran out,
+            // it broke): nothing was sent on it, so the call goes to a new connection.
+            Err(_) => {
+                lane.retire(&conn.closed);
+                let conn = Box::pin(self.reopen(target, lane)).await?;
+                conn.sender
+                    .ready()
+                    .await
+                    .map_err(|e| self.unavailable(&error_chain(&e)))
+            }
+        }
     }
 
     /// Connect the lane (unless a call that held the lock before us just did).
-    async fn reopen(&self, target: &Target, lane: &Lane) -> Result<Sender, Error> {
+    async fn reopen(&self, target: &Target, lane: &Lane) -> Result<Conn, Error> {
         let _connecting = lane.connecting.lock().await;
-        if let Some(sender) = lane.open() {
-            return Ok(sender);
+        if let Some(conn) = lane.open() {
+            return Ok(conn);
         }
-        let sender = connect(target, self.connect_timeout)
+        let conn = connect(target, self.connect_timeout)
             .await
             .map_err(|reason| self.unavailable(&reason))?;
-        if let Ok(mut slot) = lane.sender.lock() {
-            *slot = Some(sender.clone());
+        if let Ok(mut slot) = lane.conn.lock() {
+            *slot = Some(conn.clone());
         }
-        Ok(sender)
+        Ok(conn)
     }
 
     fn unavailable(&self, error: &dyn std::fmt::Display) -> Error {
@@ -302,9 +343,18 @@ impl GrpcUpstream {
     }
 }
 
+/// Flow-control windows offered to a backend (hyper's client defaults): large enough that a
+/// reply of a few megabytes is not held up by WINDOW_UPDATE round trips.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+/// A PING this often, on busy and idle connections alike, finds a backend that vanished
+/// without closing the connection; no answer within the timeout closes it.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Open an HTTP/2 (h2c) connection to `target`; its driver runs as a task of the current
 /// runtime until the connection closes.
-async fn connect(target: &Target, timeout: Duration) -> Result<Sender, String> {
+async fn connect(target: &Target, timeout: Duration) -> Result<Conn, String> {
     let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&target.address))
         .await
         .map_err(|_| {
@@ -315,28 +365,51 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Sender, String> {
         })?
         .map_err(|e| format!("connecting to {}: {e}", target.address))?;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            // Finds a backend that vanished without closing the connection.
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true)
-            .handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| {
-                format!(
-                    "HTTP/2 handshake with {}: {}",
-                    target.address,
-                    error_chain(&e)
-                )
-            })?;
+    let (sender, mut connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(16 * 1024)
+        .max_send_buffer_size(1024 * 1024)
+        .enable_push(false)
+        .handshake::<_, Bytes>(stream)
+        .await
+        .map_err(|e| {
+            format!(
+                "HTTP/2 handshake with {}: {}",
+                target.address,
+                error_chain(&e)
+            )
+        })?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let flag = closed.clone();
     let address = target.address.clone();
+    let ping = connection.ping_pong();
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
+        let ended = match ping {
+            Some(ping) => tokio::select! {
+                result = &mut connection => result.map_err(|e| e.to_string()),
+                reason = keep_alive(ping) => Err(reason),
+            },
+            None => connection.await.map_err(|e| e.to_string()),
+        };
+        flag.store(true, Ordering::Relaxed);
+        if let Err(error) = ended {
             tracing::debug!(%address, %error, "gRPC upstream connection closed.");
         }
     });
-    Ok(sender)
+    Ok(Conn { sender, closed })
+}
+
+/// PINGs the backend every [`KEEP_ALIVE_INTERVAL`]; returns why the connection is dead.
+async fn keep_alive(mut ping: h2::PingPong) -> String {
+    loop {
+        tokio::time::sleep(KEEP_ALIVE_INTERVAL).await;
+        match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, ping.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(error)) => return format!("keep-alive PING failed: {error}"),
+            Err(_) => return format!("no reply to a keep-alive PING in {KEEP_ALIVE_TIMEOUT:?}"),
+        }
+    }
 }
 
 /// A stream of encoded request messages; an `Err` aborts the call with that error.
@@ -378,34 +451,55 @@ fn taken(slot: &RequestError) -> Option<Error> {
     slot.lock().ok().and_then(|mut e| e.take())
 }
 
-fn request_body(
-    messages: MessageStream,
+/// Send the request messages of a streaming call as they come, framed, with backpressure: the
+/// next message is only read once the stream has send window again. A failed message (a bad
+/// NDJSON line, a body over the limit) is kept in `slot` and resets the stream.
+async fn stream_request(
+    mut stream: h2::SendStream<Bytes>,
+    mut messages: MessageStream,
     max_message_bytes: usize,
     slot: RequestError,
-) -> impl http_body::Body<Data = Bytes, Error = Error> + Send + 'static {
-    let frames = messages.map(move |message| {
-        let result = message.and_then(|message| {
+) {
+    while let Some(message) = messages.next().await {
+        let message = message.and_then(|message| {
             if message.len() > max_message_bytes {
                 return Err(Error::PayloadTooLarge {
                     limit: max_message_bytes as u64,
                 });
             }
-            let mut frame = BytesMut::with_capacity(5 + message.len());
-            frame.put_u8(0);
-            frame.put_u32(message.len() as u32);
-            frame.put_slice(&message);
-            Ok(http_body::Frame::data(frame.freeze()))
+            Ok(message)
         });
-        // The error itself is kept for the caller (it explains the failed call better than
-        // the reset that follows); the transport only needs to know the stream failed.
-        result.map_err(|error| {
-            if let Ok(mut slot) = slot.lock() {
-                slot.get_or_insert(error);
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                // The error itself is kept for the caller (it explains the failed call better
+                // than the reset that follows).
+                if let Ok(mut slot) = slot.lock() {
+                    slot.get_or_insert(error);
+                }
+                stream.send_reset(h2::Reason::CANCEL);
+                return;
             }
-            Error::Cancelled
-        })
-    });
-    http_body_util::StreamBody::new(frames)
+        };
+        let mut frame = BytesMut::with_capacity(5 + message.len());
+        frame.put_u8(0);
+        frame.put_u32(message.len() as u32);
+        frame.put_slice(&message);
+        // Wait for some window, then hand the whole frame over; h2 sends it as the window
+        // allows.
+        stream.reserve_capacity(1);
+        while stream.capacity() == 0 {
+            match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
+                Some(Ok(_)) => {}
+                // The stream was reset or the connection closed: the reply says why.
+                _ => return,
+            }
+        }
+        if stream.send_data(frame.freeze(), false).is_err() {
+            return;
+        }
+    }
+    let _ = stream.send_data(Bytes::new(), true);
 }
 
 /// When a call must be over, and how long it had from its start (for the error message).
@@ -459,6 +553,24 @@ fn cut_short(error: &Error) -> bool {
         Error::UpstreamUnavailable { .. } => true,
         Error::UpstreamStatus(status) => status.code == Code::Cancelled,
         _ => false,
+    }
+}
+
+/// Headers HTTP/2 forbids (RFC 9113 §8.2.2); `h2` refuses a request carrying any of them.
+fn strip_connection_specific(headers: &mut HeaderMap) {
+    use http::header::{CONNECTION, TRANSFER_ENCODING, UPGRADE};
+    const NAMES: [HeaderName; 5] = [
+        CONNECTION,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ];
+    if headers.is_empty() {
+        return;
+    }
+    for name in &NAMES {
+        headers.remove(name);
     }
 }
 
@@ -582,13 +694,15 @@ pub struct GrpcReply {
 /// The response messages, decoded from the body as frames arrive.
 pub struct Messages {
     upstream: Arc<str>,
-    body: hyper::body::Incoming,
+    body: h2::RecvStream,
     buffer: BytesMut,
     trailers: HeaderMap,
     done: bool,
     deadline: Option<Deadline>,
     max_message_bytes: usize,
     request_error: RequestError,
+    /// Ends the request stream's task (if any) when the reply is dropped.
+    _request_stream: DropGuard,
 }
 
 impl Messages {
@@ -607,42 +721,45 @@ impl Messages {
             if self.done {
                 return Ok(None);
             }
-            match self.body.frame().await {
-                Some(Ok(frame)) => match frame.into_data() {
+            match self.body.data().await {
+                Some(Ok(mut data)) => {
+                    // Taken out of the stream: the backend may send as much again.
+                    let _ = self.body.flow_control().release_capacity(data.len());
+                    if !self.buffer.is_empty() {
+                        self.buffer.extend_from_slice(&data);
+                        continue;
+                    }
                     // A frame that starts with a whole message (the usual unary answer) gives
                     // it out without copying it through the buffer.
-                    Ok(mut data) if self.buffer.is_empty() => {
-                        let len = message_len(&data, self.max_message_bytes)
-                            .map_err(|reason| self.protocol(&reason))?;
-                        match len {
-                            Some(len) if data.len() >= 5 + len => {
-                                data.advance(5);
-                                let message = data.split_to(len);
-                                self.buffer.extend_from_slice(&data);
-                                return Ok(Some(message));
-                            }
-                            _ => self.buffer.extend_from_slice(&data),
+                    let len = message_len(&data, self.max_message_bytes)
+                        .map_err(|reason| self.protocol(&reason))?;
+                    match len {
+                        Some(len) if data.len() >= 5 + len => {
+                            data.advance(5);
+                            let message = data.split_to(len);
+                            self.buffer.extend_from_slice(&data);
+                            return Ok(Some(message));
                         }
+                        _ => self.buffer.extend_from_slice(&data),
                     }
-                    Ok(data) => self.buffer.extend_from_slice(&data),
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
-                            return self.finish(Some(trailers));
-                        }
-                    }
-                },
-                Some(Err(status)) => {
-                    self.done = true;
-                    if let Some(error) = taken(&self.request_error) {
-                        return Err(error);
-                    }
-                    return Err(Error::UpstreamUnavailable {
-                        upstream: self.upstream.to_string(),
-                        reason: format!("response stream broke: {status}"),
-                    });
                 }
-                None => return self.finish(None),
+                Some(Err(error)) => return Err(self.broke(&error)),
+                None => match self.body.trailers().await {
+                    Ok(trailers) => return self.finish(trailers),
+                    Err(error) => return Err(self.broke(&error)),
+                },
             }
+        }
+    }
+
+    fn broke(&mut self, error: &h2::Error) -> Error {
+        self.done = true;
+        if let Some(error) = taken(&self.request_error) {
+            return error;
+        }
+        Error::UpstreamUnavailable {
+            upstream: self.upstream.to_string(),
+            reason: format!("response stream broke: {}", error_chain(error)),
         }
     }
 
