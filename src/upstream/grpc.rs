@@ -181,8 +181,7 @@ impl GrpcUpstream {
         }
         let request_error: RequestError = Arc::default();
         // Stops the task that streams the request messages once the call is over or dropped.
-        let request_stream = CancellationToken::new();
-        let guard = request_stream.clone().drop_guard();
+        let mut guard = None;
 
         let mut request = http::Request::new(());
         *request.method_mut() = http::Method::POST;
@@ -215,6 +214,8 @@ impl GrpcUpstream {
             match messages {
                 RequestMessages::One(framed) => stream.send_data(framed, true).map_err(broken)?,
                 RequestMessages::Stream(messages) => {
+                    let request_stream = CancellationToken::new();
+                    guard = Some(request_stream.clone().drop_guard());
                     let pump = stream_request(
                         stream,
                         messages,
@@ -566,12 +567,7 @@ fn strip_connection_specific(headers: &mut HeaderMap) {
         HeaderName::from_static("keep-alive"),
         HeaderName::from_static("proxy-connection"),
     ];
-    if headers.is_empty() {
-        return;
-    }
-    for name in &NAMES {
-        headers.remove(name);
-    }
+    remove_names(headers, &NAMES);
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {
@@ -595,10 +591,20 @@ fn strip_reserved(headers: &mut HeaderMap) {
         DATE,
         TE,
     ];
-    if headers.is_empty() {
+    remove_names(headers, &RESERVED);
+}
+
+/// Remove every header named in `names`; most maps hold none of them, or only them.
+fn remove_names(headers: &mut HeaderMap, names: &[HeaderName]) {
+    let found = headers.keys().filter(|key| names.contains(key)).count();
+    if found == 0 {
         return;
     }
-    for name in &RESERVED {
+    if found == headers.keys_len() {
+        headers.clear();
+        return;
+    }
+    for name in names {
         headers.remove(name);
     }
 }
@@ -702,7 +708,7 @@ pub struct Messages {
     max_message_bytes: usize,
     request_error: RequestError,
     /// Ends the request stream's task (if any) when the reply is dropped.
-    _request_stream: DropGuard,
+    _request_stream: Option<DropGuard>,
 }
 
 impl Messages {
