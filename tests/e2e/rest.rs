@@ -698,6 +698,40 @@ async fn client_streaming_import_reads_one_book_per_ndjson_line() {
 }
 
 #[tokio::test]
+async fn client_streaming_import_of_megabytes_arrives_whole_past_the_backends_flow_control_window()
+{
+    // 4,000 books of ~1 KB: several times HTTP/2's initial stream window, so the gateway has to
+    // wait for the backend's WINDOW_UPDATEs while it forwards the lines.
+    let d = demo_with(|config| config.limits.max_body_bytes = 16 * 1024 * 1024).await;
+    let padding = "x".repeat(1000);
+    let count = 4000;
+    let body: String = (0..count)
+        .map(|i| {
+            format!("{{\"book\": {{\"title\": \"Book {i}\", \"subtitle\": \"{padding}\"}}}}\n")
+        })
+        .collect();
+    assert!(body.len() > 4 * 1024 * 1024);
+    let r = send(
+        "POST",
+        &d.url("/v1/shelves/2/books:import"),
+        &[NDJSON],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["importedCount"], count);
+    let names = r.json()["names"].as_array().cloned().unwrap_or_default();
+    assert_eq!(names.len(), count);
+    let last = names
+        .last()
+        .and_then(|n| n.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let book = get(&d.url(&format!("/v1/{last}"))).await;
+    assert_eq!(book.json()["title"], format!("Book {}", count - 1));
+}
+
+#[tokio::test]
 async fn client_streaming_import_with_a_bad_line_is_a_400_naming_the_line() {
     let d = demo().await;
     // Blank lines are skipped but counted: the number is the line in the client's file.
