@@ -24,6 +24,8 @@
 #   BENCH_STRICT=1          exit 1 when a target is missed
 #   BENCH_PERF=1            record `perf record --call-graph dwarf` of omnigate during each omnigate
 #                           row into the (kept) temp dir: $TMP/<row>.perf.data
+#   BENCH_OMNIGATE_ENV="K=V ..." extra environment for the omnigate process only (e.g.
+#                           GLIBC_TUNABLES=..., RUST_LOG=...)
 #   BENCH_HOLD=1            after the table, keep everything running until Ctrl-C (for profiling)
 set -euo pipefail
 
@@ -235,7 +237,7 @@ graphql:
       select: reviews
   sdl: [$ROOT/schema/reviews.graphql]
 EOF
-    "$OMNIGATE" run --config "$TMP/omnigate.yaml" >"$TMP/omnigate.log" 2>&1 &
+    env ${BENCH_OMNIGATE_ENV:-} "$OMNIGATE" run --config "$TMP/omnigate.yaml" >"$TMP/omnigate.log" 2>&1 &
     OMNIGATE_PID=$!
     PIDS+=("$OMNIGATE_PID")
     wait_port "$P_OMNIGATE" "$OMNIGATE_PID" omnigate "$TMP/omnigate.log"

@@ -236,7 +236,8 @@ pub fn forwarded_metadata(
     request_id: &str,
     extra: &HeaderMap,
 ) -> HeaderMap {
-    let mut out = HeaderMap::new();
+    // Room for what `upstream::grpc` adds (content-type, te, grpc-timeout) without regrowing.
+    let mut out = HeaderMap::with_capacity(8 + extra.len());
     for name in [
         http::header::AUTHORIZATION,
         HeaderName::from_static("x-request-id"),
@@ -252,7 +253,10 @@ pub fn forwarded_metadata(
             out.append(name.clone(), value.clone());
         }
     }
-    if let Ok(id) = HeaderValue::from_str(request_id) {
+    if let Ok(mut id) = HeaderValue::from_str(request_id) {
+        // New for every request: HPACK would add each one to the connection's table (evicting
+        // entries that do repeat) for nothing; "never indexed" skips that.
+        id.set_sensitive(true);
         out.insert(HeaderName::from_static("x-request-id"), id);
     }
     for (name, value) in extra {
