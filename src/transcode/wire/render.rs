@@ -298,6 +298,8 @@ struct Obj {
     oneofs: u64,
     /// The fields arrive sorted and deduplicated (second pass).
     sorted: bool,
+    /// Where this object's keys start in [`Renderer::keys`].
+    keys: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -319,7 +321,7 @@ struct Last {
 }
 
 impl Obj {
-    fn new(sorted: bool) -> Self {
+    fn new(sorted: bool, keys: usize) -> Self {
         Obj {
             comma: false,
             next: 0,
@@ -327,6 +329,7 @@ impl Obj {
             last: None,
             oneofs: 0,
             sorted,
+            keys,
         }
     }
 }
@@ -338,6 +341,10 @@ pub(super) struct Renderer<'a> {
     /// `(start, end of key)` in `out` of the entries of the maps being written, innermost
     /// last, to find duplicate keys.
     entries: Vec<(usize, usize)>,
+    /// `(field number, start)` of the keys written in the objects being written, innermost
+    /// last, each object's in number order; `start` is the output length before the key's
+    /// comma. Where a late field goes (see [`Renderer::late`]).
+    keys: Vec<(u32, usize)>,
 }
 
 impl<'a> Renderer<'a> {
@@ -347,6 +354,7 @@ impl<'a> Renderer<'a> {
             opts,
             out,
             entries: Vec::new(),
+            keys: Vec::new(),
         }
     }
 
@@ -358,10 +366,12 @@ impl<'a> Renderer<'a> {
             Special::None => {
                 let start = self.out.len();
                 let entries = self.entries.len();
+                let keys = self.keys.len();
                 match self.fields(m, buf, ctx, false) {
                     Err(Stop::Reorder) => {
                         self.out.truncate(start);
                         self.entries.truncate(entries);
+                        self.keys.truncate(keys);
                         self.fields(m, buf, ctx, true)
                     }
                     other => other,
@@ -403,7 +413,7 @@ impl<'a> Renderer<'a> {
     /// The fields of an ordinary message as an object: in wire order (`sorted == false`,
     /// may stop with [`Stop::Reorder`]), or from spans sorted by field number.
     fn fields(&mut self, m: &MessagePlan, buf: &[u8], ctx: u32, sorted: bool) -> Result<(), Stop> {
-        let mut obj = Obj::new(sorted);
+        let mut obj = Obj::new(sorted, self.keys.len());
         if !sorted {
             self.out.push(b'{');
             let mut r = Reader::new(buf);
@@ -427,6 +437,7 @@ impl<'a> Renderer<'a> {
         }
         self.defaults(m, &mut obj, m.fields.len(), ctx)?;
         self.out.push(b'}');
+        self.keys.truncate(obj.keys);
         Ok(())
     }
 
@@ -509,8 +520,9 @@ impl<'a> Renderer<'a> {
                     }
                     self.out.truncate(last.mark);
                     obj.comma = last.comma;
+                    self.unwrite_keys(obj, last.mark);
                 }
-                _ => return Err(Stop::Reorder),
+                _ => return self.late(f, obj, payload, ctx),
             }
         } else {
             self.defaults(m, obj, pos, ctx)?;
@@ -551,8 +563,80 @@ impl<'a> Renderer<'a> {
         }
     }
 
+    /// A singular field after fields of higher numbers, as prost-generated code writes the
+    /// members of a oneof (after all other fields): rendered at the end of the output, then
+    /// rotated into place before the first key of a higher number, rather than rendering
+    /// the whole message again from sorted spans. Anything else out of order (a field
+    /// already written, a repeated field in two runs, a second member of a oneof) still
+    /// stops with [`Stop::Reorder`].
+    fn late(
+        &mut self,
+        f: &FieldPlan,
+        obj: &mut Obj,
+        payload: Payload<'_>,
+        ctx: u32,
+    ) -> Result<(), Stop> {
+        if obj.sorted || !matches!(f.shape, Shape::Single) {
+            return Err(Stop::Reorder);
+        }
+        let written = &self.keys[obj.keys..];
+        let k = written.partition_point(|&(number, _)| number < f.number);
+        let at = match written.get(k) {
+            // Written already (not right before, else `obj.last` would have caught it).
+            Some(&(number, _)) if number == f.number => return Err(Stop::Reorder),
+            Some(&(_, at)) => at,
+            // Only fields that wrote nothing (defaults) come after it: append as usual.
+            None => usize::MAX,
+        };
+        if let Some(o) = f.oneof {
+            if o >= 64 || obj.oneofs & (1 << o) != 0 {
+                return Err(Stop::Reorder);
+            }
+            obj.oneofs |= 1 << o;
+        }
+        // A later repeat of this field cannot overwrite in place: it goes through here.
+        obj.last = None;
+        if at == usize::MAX {
+            return self.single(f, obj, payload, ctx);
+        }
+        let tail = self.out.len();
+        let comma = obj.comma;
+        // Before the object's first key: `key:value,`; else `,key:value`.
+        obj.comma = k > 0;
+        self.single(f, obj, payload, ctx)?;
+        obj.comma = comma;
+        let len = self.out.len() - tail;
+        if len == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            self.out.push(b',');
+        }
+        let len = self.out.len() - tail;
+        self.out[at..].rotate_right(len);
+        // `single` pushed this key last; it belongs at `k`, and the keys after it moved.
+        self.keys.pop();
+        for key in &mut self.keys[obj.keys + k..] {
+            key.1 += len;
+        }
+        if k == 0 {
+            // The former first key now has a comma before it: its start is that comma.
+            self.keys[obj.keys].1 -= 1;
+        }
+        self.keys.insert(obj.keys + k, (f.number, at));
+        Ok(())
+    }
+
+    /// Forget the keys of this object written at or after output position `mark`.
+    fn unwrite_keys(&mut self, obj: &Obj, mark: usize) {
+        while self.keys.len() > obj.keys && self.keys.last().is_some_and(|&(_, at)| at >= mark) {
+            self.keys.pop();
+        }
+    }
+
     #[inline]
     fn key(&mut self, f: &FieldPlan, obj: &mut Obj) {
+        self.keys.push((f.number, self.out.len()));
         if obj.comma {
             self.out.push(b',');
         }
@@ -678,6 +762,7 @@ impl<'a> Renderer<'a> {
         if run.count == 0 && !self.opts.emit_unpopulated {
             self.out.truncate(run.mark);
             obj.comma = run.comma;
+            self.unwrite_keys(obj, run.mark);
         } else {
             if is_map {
                 self.dedupe(run.entries);

@@ -570,6 +570,71 @@ fn damaged_bytes_are_rejected_or_rendered_as_prost_reflect_does() {
     assert!(direct_ok > 1_000, "{direct_ok}");
 }
 
+/// `msg` with its fields encoded one by one, in a random order: later fields of lower
+/// numbers take the renderer's late-field path, the rest its sorted second pass.
+fn shuffled(gen: &mut Gen, msg: &DynamicMessage) -> Vec<u8> {
+    let mut chunks: Vec<Vec<u8>> = msg
+        .fields()
+        .map(|(field, value)| {
+            let mut one = DynamicMessage::new(prost_reflect::ReflectMessage::descriptor(msg));
+            one.set_field(&field, value.clone());
+            one.encode_to_vec()
+        })
+        .collect();
+    gen.rng.shuffle(&mut chunks);
+    chunks.concat()
+}
+
+#[test]
+fn fields_in_any_wire_order_render_as_prost_reflect_renders_them() {
+    let mut gen = Gen {
+        rng: fastrand::Rng::with_seed(0x5eed_0003),
+    };
+    let mut direct_ok = 0;
+    for name in RANDOM_TYPES {
+        let d = desc(name);
+        let plan = ReplyPlan::compile(&d);
+        for _ in 0..150 {
+            let msg = gen.message(&d, 0);
+            let bytes = shuffled(&mut gen, &msg);
+            for opts in &options() {
+                if compare(&d, &plan, &bytes, opts).is_ok() {
+                    direct_ok += 1;
+                }
+            }
+        }
+    }
+    assert!(direct_ok > 5_000, "{direct_ok}");
+}
+
+/// prost-generated code (the demo backend's) writes a oneof after all other fields.
+#[test]
+fn books_encoded_by_prost_generated_code_render_without_falling_back() {
+    use crate::demo::pb::library::v1::Book;
+    let mut gen = Gen {
+        rng: fastrand::Rng::with_seed(0x5eed_0004),
+    };
+    let d = desc("library.v1.Book");
+    let plan = ReplyPlan::compile(&d);
+    let mut late = 0;
+    for _ in 0..300 {
+        let Ok(book) = gen.message(&d, 0).transcode_to::<Book>() else {
+            continue;
+        };
+        if book.format.is_some() && book.state != 0 {
+            late += 1;
+        }
+        let bytes = book.encode_to_vec();
+        for opts in &options() {
+            match compare(&d, &plan, &bytes, opts) {
+                Ok(()) | Err(Stop::Unrenderable) => {}
+                Err(stop) => panic!("{stop:?} for {bytes:?}"),
+            }
+        }
+    }
+    assert!(late > 50, "{late}");
+}
+
 #[test]
 fn the_benchmark_book_renders_as_prost_reflect_renders_it() {
     let body = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/book.json"));
@@ -755,6 +820,23 @@ fn fields_render_in_number_order_whatever_the_wire_order() {
     check("omnigate.test.Book", w().s(14, "L").v(3, 2).s(1, "n"), Direct(r#"{"name":"n","pageCount":2,"label":"L"}"#));
     check("omnigate.test.Author", w().v(2, 7).s(1, "a").v(2, 8), Direct(r#"{"name":"a","authorId":"8"}"#));
     check("library.v1.Book", w().v(24, 2).s(1, "shelves/1/books/1"), Direct(r#"{"name":"shelves/1/books/1","state":"PUBLISHED"}"#));
+    // Late singular fields go into place: first, middle, several, a oneof member, a message.
+    check("omnigate.test.Book", w().s(2, "t").v(3, 4).s(1, "n"), Direct(r#"{"name":"n","title":"t","pageCount":4}"#));
+    check("omnigate.test.Book", w().s(1, "n").v(3, 4).s(2, "t"), Direct(r#"{"name":"n","title":"t","pageCount":4}"#));
+    check("omnigate.test.Book", w().s(14, "L").s(2, "t").s(1, "n").v(3, 4), Direct(r#"{"name":"n","title":"t","pageCount":4,"label":"L"}"#));
+    check("omnigate.test.Book", w().s(14, "L").s(8, "i").m(5, w().s(1, "a")), Direct(r#"{"author":{"name":"a"},"isbn":"i","label":"L"}"#));
+    check("library.v1.Book", w().s(1, "n").v(24, 2).m(20, w().s(1, "matte")), Direct(r#"{"name":"n","paperback":{"coverFinish":"matte"},"state":"PUBLISHED"}"#));
+    // ... or nowhere when they are defaults, or before defaults that wrote nothing.
+    check("omnigate.test.Book", w().s(2, "t").v(3, 0).s(1, ""), Direct(r#"{"title":"t"}"#));
+    check("omnigate.test.Book", w().v(3, 0).s(2, "t"), Direct(r#"{"title":"t"}"#));
+    check("omnigate.test.Book", w().v(3, 0).s(1, "n").v(3, 5), Direct(r#"{"name":"n","pageCount":5}"#));
+    // ... and the last one still wins, in place or late.
+    check("omnigate.test.Book", w().s(2, "t").s(1, "a").s(1, "b"), Direct(r#"{"name":"b","title":"t"}"#));
+    check("omnigate.test.Book", w().s(2, "t").s(1, "a").v(3, 4).s(1, "b"), Direct(r#"{"name":"b","title":"t","pageCount":4}"#));
+    check("omnigate.test.Book", w().v(3, 4).s(8, "i").v(9, 5).s(1, "n"), Direct(r#"{"name":"n","pageCount":4,"ean":"5"}"#));
+    check("omnigate.test.Book", w().v(3, 4).v(9, 5).s(8, "i").s(1, "n"), Direct(r#"{"name":"n","pageCount":4,"isbn":"i"}"#));
+    // A late repeated field joins its earlier run.
+    check("omnigate.test.Book", w().s(4, "a").s(2, "t").s(4, "b").s(1, "n"), Direct(r#"{"name":"n","title":"t","tags":["a","b"]}"#));
 }
 
 #[test]
