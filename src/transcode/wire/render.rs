@@ -281,6 +281,58 @@ fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Stop> {
     Ok(())
 }
 
+const NANOS_PER_SECOND: i32 = 1_000_000_000;
+
+/// `value` in exactly `width` decimal digits, zero-padded (it must fit).
+fn digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// The fraction of a second as prost-types writes it: nothing, or `.` and 3, 6 or 9 digits.
+fn fraction(out: &mut Vec<u8>, nanos: u32) {
+    if nanos == 0 {
+        return;
+    }
+    out.push(b'.');
+    if nanos % 1_000_000 == 0 {
+        digits(out, nanos / 1_000_000, 3);
+    } else if nanos % 1_000 == 0 {
+        digits(out, nanos / 1_000, 6);
+    } else {
+        digits(out, nanos, 9);
+    }
+}
+
+/// The proleptic Gregorian `(year, month, day)` of `days` since 1970-01-01.
+///
+/// Counted from 0000-03-01, so that a leap day ends its year: the days split into 400-year
+/// eras of 146 097 days, an era into years of 365 days plus one every fourth year, less one
+/// every hundredth (but the 400th); months from March run 31, 30, 31, 30, 31 days twice
+/// then 31, 29/28, which `(5 * day_of_year + 2) / 153` finds.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // 0000-03-01 is 719 468 days before 1970-01-01.
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    } as u32;
+    let year = era * 400 + year_of_era + i64::from(month <= 2);
+    (year, month, day)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The renderer.
 
@@ -979,6 +1031,10 @@ impl<'a> Renderer<'a> {
         Ok((seconds, nanos))
     }
 
+    // Timestamps and durations are formatted by hand, not through prost-types' `Display`
+    // (`DateTime` + `write!`): they are on the per-request path, and `core::fmt` was a tenth
+    // of the instructions of rendering the demo book. The output is the same text.
+
     fn timestamp(&mut self, buf: &[u8]) -> Result<(), Stop> {
         const MIN_SECONDS: i64 = -62_135_596_800;
         const MAX_SECONDS: i64 = 253_402_300_799;
@@ -986,7 +1042,33 @@ impl<'a> Renderer<'a> {
         if !(MIN_SECONDS..=MAX_SECONDS).contains(&seconds) {
             return Err(Stop::Unrenderable);
         }
-        self.display(&prost_types::Timestamp { seconds, nanos })
+        // prost-types normalizes first: nanos into [0, 1e9), carrying into the seconds
+        // (which may then leave years 1..=9999 by a few seconds; no overflow in this range).
+        let seconds = seconds + i64::from(nanos.div_euclid(NANOS_PER_SECOND));
+        let nanos = nanos.rem_euclid(NANOS_PER_SECOND) as u32;
+        let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+        let time = seconds.rem_euclid(86_400) as u32;
+        let out = &mut *self.out;
+        out.push(b'"');
+        match year {
+            // prost-types: `{:04}` up to 9999, `+{}` above; the range allows 0..=10000.
+            0..=9999 => digits(out, year as u32, 4),
+            10_000 => out.extend_from_slice(b"+10000"),
+            _ => return Err(Stop::Unrenderable),
+        }
+        out.push(b'-');
+        digits(out, month, 2);
+        out.push(b'-');
+        digits(out, day, 2);
+        out.push(b'T');
+        digits(out, time / 3600, 2);
+        out.push(b':');
+        digits(out, time / 60 % 60, 2);
+        out.push(b':');
+        digits(out, time % 60, 2);
+        fraction(out, nanos);
+        out.extend_from_slice(b"Z\"");
+        Ok(())
     }
 
     fn duration(&mut self, buf: &[u8]) -> Result<(), Stop> {
@@ -996,14 +1078,23 @@ impl<'a> Renderer<'a> {
         if seconds.unsigned_abs() > MAX_SECONDS || nanos.unsigned_abs() > MAX_NANOS {
             return Err(Stop::Unrenderable);
         }
-        self.display(&prost_types::Duration { seconds, nanos })
-    }
-
-    /// A quoted `Display` (prost-types' own formatting, as prost-reflect uses it; the text
-    /// never needs escaping).
-    fn display(&mut self, value: &dyn std::fmt::Display) -> Result<(), Stop> {
-        use std::io::Write as _;
-        write!(self.out, "\"{value}\"").map_err(|_| Stop::Unrenderable)
+        // prost-types: the sign comes from the value as sent, the digits from its
+        // normalized form (nanos given the sign of the seconds).
+        let negative = seconds < 0 || nanos < 0;
+        let (seconds, nanos) = match (seconds, nanos) {
+            (s, n) if s < 0 && n > 0 => (s + 1, n - NANOS_PER_SECOND),
+            (s, n) if s > 0 && n < 0 => (s - 1, n + NANOS_PER_SECOND),
+            other => other,
+        };
+        let out = &mut *self.out;
+        out.push(b'"');
+        if negative {
+            out.push(b'-');
+        }
+        write_u64(out, seconds.unsigned_abs());
+        fraction(out, nanos.unsigned_abs());
+        out.extend_from_slice(b"s\"");
+        Ok(())
     }
 
     fn wrapper(&mut self, ty: Ty, buf: &[u8]) -> Result<(), Stop> {

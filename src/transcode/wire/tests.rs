@@ -932,6 +932,161 @@ fn well_known_types_render_in_their_json_forms() {
     check("google.protobuf.Int64Value", w().v(1, 5), Direct(r#""5""#));
 }
 
+/// Seconds and nanos as a Timestamp's or Duration's wire bytes (negative int32 nanos
+/// sign-extended, as protobuf encodes them).
+fn seconds_nanos(seconds: i64, nanos: i32) -> W {
+    w().v(1, seconds as u64).v(2, i64::from(nanos) as u64)
+}
+
+/// Timestamps at the edges of the years 1 to 9999, around leap days, with every fraction
+/// precision, nanos out of their range (prost-types normalizes them, possibly into year 0 or
+/// 10000) and out-of-range seconds (an error), plus a random sweep: exactly prost-types'
+/// text, or exactly the reference's error.
+#[test]
+fn timestamps_render_as_prost_types_formats_them() {
+    let d = desc("google.protobuf.Timestamp");
+    let plan = ReplyPlan::compile(&d);
+    const MIN: i64 = -62_135_596_800;
+    const MAX: i64 = 253_402_300_799;
+    let seconds = [
+        MIN,
+        MIN + 1,
+        MIN + 86_399,
+        MIN + 86_400,
+        -1,
+        0,
+        1,
+        59,
+        86_399,
+        86_400,
+        // 2000-02-28, 2000-02-29, 2000-03-01, 1900-02-28/03-01, 2100-02-28/03-01, 2024-12-31.
+        951_696_000,
+        951_782_400,
+        951_868_800,
+        -2_203_977_600,
+        -2_203_891_200,
+        4_107_456_000,
+        4_107_542_400,
+        1_735_603_200,
+        1_700_000_000,
+        MAX - 86_400,
+        MAX - 1,
+        MAX,
+        MIN - 1,
+        MAX + 1,
+        i64::MIN,
+        i64::MAX,
+        -1 << 40,
+        1 << 40,
+    ];
+    let nanos = [
+        0,
+        1,
+        -1,
+        1_000,
+        1_000_000,
+        5_000_000,
+        123_456_000,
+        123_456_789,
+        500_000_000,
+        999_999_999,
+        -999_999_999,
+        1_000_000_000,
+        -1_000_000_000,
+        1_999_999_999,
+        i32::MAX,
+        i32::MIN,
+    ];
+    let mut cases: Vec<(i64, i32)> = seconds
+        .iter()
+        .flat_map(|&s| nanos.iter().map(move |&n| (s, n)))
+        .collect();
+    let mut rng = fastrand::Rng::with_seed(0x5eed_0005);
+    cases.extend((0..20_000).map(|_| {
+        let n = [0, 1_000_000 * rng.i32(0..1000), rng.i32(0..1_000_000_000)][rng.usize(..3)];
+        (rng.i64(MIN..=MAX), n)
+    }));
+    for (s, n) in cases {
+        let wire = seconds_nanos(s, n);
+        let got = direct(&plan, &wire.0, &JsonOptions::default());
+        if (MIN..=MAX).contains(&s) {
+            let want = format!(
+                "\"{}\"",
+                prost_types::Timestamp {
+                    seconds: s,
+                    nanos: n
+                }
+            );
+            assert_eq!(String::from_utf8(got.unwrap()).unwrap(), want, "{s} {n}");
+        } else {
+            assert_eq!(got, Err(Stop::Unrenderable), "{s} {n}");
+        }
+        compare(&d, &plan, &wire.0, &JsonOptions::default()).ok();
+    }
+}
+
+/// Durations: zero, each sign, every fraction precision, nanos of the other sign than the
+/// seconds (prost-types takes the sign as sent and the digits normalized), the range's
+/// edges and past them (an error).
+#[test]
+fn durations_render_as_prost_types_formats_them() {
+    let d = desc("google.protobuf.Duration");
+    let plan = ReplyPlan::compile(&d);
+    const MAX: i64 = 315_576_000_000;
+    let seconds = [
+        0,
+        1,
+        -1,
+        59,
+        32_400,
+        -32_400,
+        MAX,
+        -MAX,
+        MAX - 1,
+        MAX + 1,
+        -MAX - 1,
+        i64::MIN,
+        i64::MAX,
+    ];
+    let nanos = [
+        0,
+        1,
+        -1,
+        1_000,
+        -1_000,
+        1_000_000,
+        -1_000_000,
+        500_000_000,
+        -500_000_000,
+        123_456_789,
+        999_999_999,
+        -999_999_999,
+        1_000_000_000,
+        -1_000_000_000,
+        i32::MAX,
+        i32::MIN,
+    ];
+    for s in seconds {
+        for n in nanos {
+            let wire = seconds_nanos(s, n);
+            let got = direct(&plan, &wire.0, &JsonOptions::default());
+            if s.unsigned_abs() <= MAX as u64 && n.unsigned_abs() < 1_000_000_000 {
+                let want = format!(
+                    "\"{}\"",
+                    prost_types::Duration {
+                        seconds: s,
+                        nanos: n
+                    }
+                );
+                assert_eq!(String::from_utf8(got.unwrap()).unwrap(), want, "{s} {n}");
+            } else {
+                assert_eq!(got, Err(Stop::Unrenderable), "{s} {n}");
+            }
+            compare(&d, &plan, &wire.0, &JsonOptions::default()).ok();
+        }
+    }
+}
+
 #[test]
 #[rustfmt::skip]
 fn values_prost_reflect_cannot_render_are_its_errors() {
