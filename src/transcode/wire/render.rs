@@ -61,15 +61,20 @@ impl<'b> Reader<'b> {
     }
 
     /// A varint, accepted and rejected exactly as prost's `decode_varint` does.
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, Stop> {
-        let Some(&first) = self.buf.get(self.at) else {
-            return Err(Stop::Malformed);
-        };
-        if first < 0x80 {
-            self.at += 1;
-            return Ok(u64::from(first));
+        match self.buf.get(self.at) {
+            Some(&first) if first < 0x80 => {
+                self.at += 1;
+                Ok(u64::from(first))
+            }
+            _ => self.long_varint(),
         }
+    }
+
+    /// A varint of two bytes or more (or none: the end of the buffer).
+    #[inline(never)]
+    fn long_varint(&mut self) -> Result<u64, Stop> {
         let mut value = 0u64;
         for i in 0..10 {
             let Some(&byte) = self.buf.get(self.at + i) else {
@@ -99,7 +104,7 @@ impl<'b> Reader<'b> {
     }
 
     /// One value of wire type `wire_type` (an element of a packed field).
-    #[inline]
+    #[inline(always)]
     fn value(&mut self, wire_type: u8) -> Result<Payload<'b>, Stop> {
         Ok(match wire_type {
             VARINT => Payload::Varint(self.varint()?),
@@ -406,7 +411,8 @@ impl<'a> Renderer<'a> {
             opts,
             out,
             entries: Vec::new(),
-            keys: Vec::new(),
+            // One allocation for most replies rather than growing 4, 8, 16, 32.
+            keys: Vec::with_capacity(32),
         }
     }
 
@@ -703,6 +709,7 @@ impl<'a> Renderer<'a> {
 
     /// With `emit_unpopulated`, the defaults of the fields without presence before `upto`
     /// that did not appear.
+    #[inline]
     fn defaults(
         &mut self,
         m: &MessagePlan,
@@ -711,19 +718,31 @@ impl<'a> Renderer<'a> {
         ctx: u32,
     ) -> Result<(), Stop> {
         if self.opts.emit_unpopulated {
-            for f in &m.fields[obj.next.min(upto)..upto] {
-                if f.presence {
-                    continue;
-                }
-                self.key(f, obj);
-                match f.shape {
-                    Shape::Single => self.default_value(f.ty, ctx)?,
-                    Shape::List => self.out.extend_from_slice(b"[]"),
-                    Shape::Map { .. } => self.out.extend_from_slice(b"{}"),
-                }
-            }
+            self.write_defaults(m, obj, upto, ctx)?;
         }
         obj.next = obj.next.max(upto);
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn write_defaults(
+        &mut self,
+        m: &MessagePlan,
+        obj: &mut Obj,
+        upto: usize,
+        ctx: u32,
+    ) -> Result<(), Stop> {
+        for f in &m.fields[obj.next.min(upto)..upto] {
+            if f.presence {
+                continue;
+            }
+            self.key(f, obj);
+            match f.shape {
+                Shape::Single => self.default_value(f.ty, ctx)?,
+                Shape::List => self.out.extend_from_slice(b"[]"),
+                Shape::Map { .. } => self.out.extend_from_slice(b"{}"),
+            }
+        }
         Ok(())
     }
 
