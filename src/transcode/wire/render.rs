@@ -151,7 +151,10 @@ enum Scalar<'b> {
     F32(f32),
     F64(f64),
     Bool(bool),
-    Str(&'b str),
+    /// A `string`, its UTF-8 not checked yet: [`write_text`] checks it as it writes it, and a
+    /// value dropped unwritten (a map key sent twice, ...) goes through [`check_text`], so
+    /// that bytes `DynamicMessage::decode` rejects are still rejected.
+    Text(&'b [u8]),
     Bytes(&'b [u8]),
     Enum(u32, i32),
     Null(i32),
@@ -181,7 +184,7 @@ fn scalar(ty: Ty, payload: Payload<'_>) -> Result<Scalar<'_>, Stop> {
         (Ty::Fixed64, Fixed64(v)) => Scalar::U64(v),
         (Ty::Sfixed64, Fixed64(v)) => Scalar::I64(v as i64),
         (Ty::Double, Fixed64(v)) => Scalar::F64(f64::from_bits(v)),
-        (Ty::String, Len(b)) => Scalar::Str(std::str::from_utf8(b).map_err(|_| Stop::Malformed)?),
+        (Ty::String, Len(b)) => Scalar::Text(b),
         (Ty::Bytes, Len(b)) => Scalar::Bytes(b),
         (Ty::Message(_) | Ty::Group, _) => return Err(Stop::Unsupported),
         _ => return Err(Stop::Malformed),
@@ -234,6 +237,72 @@ pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// `slot = Some(new)`, checking the UTF-8 of a string it held (see [`Scalar::Text`]).
+fn replace<'b>(slot: &mut Option<Scalar<'b>>, new: Scalar<'b>) -> Result<(), Stop> {
+    match slot.replace(new) {
+        Some(Scalar::Text(dropped)) => check_text(dropped),
+        _ => Ok(()),
+    }
+}
+
+/// `bytes` must be UTF-8, as prost's decoding of a `string` requires.
+fn check_text(bytes: &[u8]) -> Result<(), Stop> {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Stop::Malformed),
+    }
+}
+
+/// Append the string `bytes` as a JSON string, or [`Stop::Malformed`] if it is not UTF-8.
+///
+/// One pass for the usual text: ASCII without anything to escape is copied as it is, found
+/// eight bytes at a time. Anything else goes through `from_utf8` and [`write_str`].
+#[inline]
+fn write_text(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Stop> {
+    if plain_len(bytes) == bytes.len() {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return Ok(());
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| Stop::Malformed)?;
+    write_str(out, text);
+    Ok(())
+}
+
+/// The length of the longest prefix of `bytes` in ASCII with nothing JSON escapes.
+#[inline]
+fn plain_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Whether any byte of `w` is zero (exact as a yes/no).
+    let zero_byte = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
+    let mut n = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let w = u64::from_le_bytes(chunk);
+        // Non-ASCII; below 0x20 (as no byte has its top bit here); `"`; `\`.
+        if w & HIGH != 0
+            || w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0
+            || zero_byte(w ^ (ONES * u64::from(b'"')))
+            || zero_byte(w ^ (ONES * u64::from(b'\\')))
+        {
+            break;
+        }
+        n += 8;
+    }
+    while let Some(&b) = bytes.get(n) {
+        if b >= 0x80 || ESCAPE[b as usize] != 0 {
+            break;
+        }
+        n += 1;
+    }
+    n
 }
 
 // Writing into a `Vec<u8>` cannot fail, so the `io::Result`s below carry nothing.
@@ -851,7 +920,7 @@ impl<'a> Renderer<'a> {
         let mut r = Reader::new(entry);
         while !r.done() {
             match r.field()? {
-                (1, p) => key = Some(scalar(key_ty, p)?),
+                (1, p) => replace(&mut key, scalar(key_ty, p)?)?,
                 (2, p) => match value_ty {
                     Ty::Message(_) => {
                         let Payload::Len(bytes) = p else {
@@ -862,14 +931,14 @@ impl<'a> Renderer<'a> {
                         }
                         message = Some(bytes);
                     }
-                    ty => value = Some(scalar(ty, p)?),
+                    ty => replace(&mut value, scalar(ty, p)?)?,
                 },
                 _ => {}
             }
         }
         let start = self.out.len();
         match key.unwrap_or_else(|| self.default_scalar(key_ty)) {
-            Scalar::Str(s) => write_str(self.out, s),
+            Scalar::Text(s) => write_text(self.out, s)?,
             Scalar::I32(v) => self.quoted_int(i64::from(v)),
             Scalar::I64(v) => self.quoted_int(v),
             Scalar::U32(v) => self.quoted_uint(u64::from(v)),
@@ -985,7 +1054,7 @@ impl<'a> Renderer<'a> {
             Ty::Uint32 | Ty::Fixed32 => Scalar::U32(0),
             Ty::Uint64 | Ty::Fixed64 => Scalar::U64(0),
             Ty::Bool => Scalar::Bool(false),
-            Ty::String => Scalar::Str(""),
+            Ty::String => Scalar::Text(b""),
             Ty::Bytes | Ty::Message(_) | Ty::Group => Scalar::Bytes(&[]),
             Ty::Enum(e) => Scalar::Enum(e, self.plan.enums[e as usize].default),
             Ty::Null => Scalar::Null(0),
@@ -1003,7 +1072,7 @@ impl<'a> Renderer<'a> {
             Scalar::F32(v) => v == 0.0,
             Scalar::F64(v) => v == 0.0,
             Scalar::Bool(v) => !v,
-            Scalar::Str(v) => v.is_empty(),
+            Scalar::Text(v) => v.is_empty(),
             Scalar::Bytes(v) => v.is_empty(),
             Scalar::Enum(e, v) => v == self.plan.enums[e as usize].default,
         }
@@ -1021,7 +1090,7 @@ impl<'a> Renderer<'a> {
             Scalar::Bool(v) => self
                 .out
                 .extend_from_slice(if v { b"true" } else { b"false" }),
-            Scalar::Str(v) => write_str(self.out, v),
+            Scalar::Text(v) => write_text(self.out, v)?,
             Scalar::Bytes(v) => write_base64(self.out, v)?,
             Scalar::Enum(e, v) => match self.plan.enums[e as usize].name(v) {
                 Some(name) => self.out.extend_from_slice(name),
@@ -1121,7 +1190,9 @@ impl<'a> Renderer<'a> {
         let mut r = Reader::new(buf);
         while !r.done() {
             if let (1, p) = r.field()? {
-                value = scalar(ty, p)?;
+                if let Scalar::Text(dropped) = std::mem::replace(&mut value, scalar(ty, p)?) {
+                    check_text(dropped)?;
+                }
             }
         }
         match value {
@@ -1141,9 +1212,10 @@ impl<'a> Renderer<'a> {
             let (1, p) = r.field()? else {
                 continue;
             };
-            let Scalar::Str(path) = scalar(Ty::String, p)? else {
+            let Scalar::Text(path) = scalar(Ty::String, p)? else {
                 return Err(Stop::Malformed);
             };
+            let path = std::str::from_utf8(path).map_err(|_| Stop::Malformed)?;
             // As prost-reflect does: an empty path adds nothing, not even its comma.
             if !text.is_empty() {
                 text.push(',');
@@ -1194,16 +1266,16 @@ impl<'a> Renderer<'a> {
                 self.out.push(b',');
             }
             count += 1;
-            let mut key = "";
+            let mut key: &[u8] = b"";
             let mut value = None;
             let mut er = Reader::new(entry);
             while !er.done() {
                 match er.field()? {
                     (1, p) => {
-                        let Scalar::Str(k) = scalar(Ty::String, p)? else {
+                        let Scalar::Text(k) = scalar(Ty::String, p)? else {
                             return Err(Stop::Malformed);
                         };
-                        key = k;
+                        check_text(std::mem::replace(&mut key, k))?;
                     }
                     (2, Payload::Len(bytes)) => {
                         if value.is_some() {
@@ -1216,7 +1288,7 @@ impl<'a> Renderer<'a> {
                 }
             }
             let start = self.out.len();
-            write_str(self.out, key);
+            write_text(self.out, key)?;
             let key_end = self.out.len();
             self.out.push(b':');
             match value {

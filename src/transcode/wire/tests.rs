@@ -1135,6 +1135,36 @@ fn malformed_bytes_are_rejected() {
     check("omnigate.test.WellKnown", w().m(13, w().m(1, w().v(2, 1))), Malformed);
     check("omnigate.test.WellKnown", w().m(3, w().v(1, 1)), Malformed);
     check("omnigate.test.WellKnown", w().m(16, w().v(1, 1)), Malformed);
+    // Invalid UTF-8 after a run of plain ASCII, and in strings that lose to a later one
+    // (never written, still checked): a map key or value, a wrapper, a Struct key.
+    check("omnigate.test.Book", w().l(1, b"sixteen bytes ok\xff"), Malformed);
+    check("omnigate.test.Book", w().m(7, w().l(1, [0xff]).s(1, "k").s(2, "v")), Malformed);
+    check("omnigate.test.Book", w().m(7, w().s(1, "k").l(2, [0xc3]).s(2, "v")), Malformed);
+    check("omnigate.test.WellKnown", w().m(11, w().l(1, [0xff]).s(1, "t")), Malformed);
+    check("google.protobuf.Struct", w().m(1, w().l(1, [0xff]).s(1, "k")), Malformed);
+}
+
+/// Strings are copied in eight-byte steps while they are plain ASCII: a character to
+/// escape, or one outside ASCII, at any position and length, still comes out as
+/// serde_json writes it.
+#[test]
+fn strings_render_escaped_wherever_their_special_characters_are() {
+    let d = desc("omnigate.test.Book");
+    let plan = ReplyPlan::compile(&d);
+    for len in 0..40 {
+        for at in 0..len {
+            for special in [
+                "\"", "\\", "\n", "\u{1}", "\u{1f}", "é", "😀", "\u{7f}", " ", "~",
+            ] {
+                let mut text: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+                text.replace_range(at..at + 1, special);
+                let bytes = w().s(1, &text).0;
+                let got = direct(&plan, &bytes, &JsonOptions::default()).unwrap();
+                let want = serde_json::to_vec(&serde_json::json!({ "name": text })).unwrap();
+                assert_eq!(got, want, "{text:?}");
+            }
+        }
+    }
 }
 
 #[test]
