@@ -127,7 +127,7 @@ impl<'b> Reader<'b> {
     }
 
     /// The next field: its number and value.
-    #[inline]
+    #[inline(always)]
     pub(super) fn field(&mut self) -> Result<(u32, Payload<'b>), Stop> {
         let key = self.varint()?;
         if key > u64::from(u32::MAX) {
