@@ -68,7 +68,15 @@ impl<'b> Reader<'b> {
                 self.at += 1;
                 Ok(u64::from(first))
             }
-            _ => self.long_varint(),
+            // Two bytes: keys of fields 16 to 2047, lengths up to 16 KiB.
+            Some(&first) => match self.buf.get(self.at + 1) {
+                Some(&second) if second < 0x80 => {
+                    self.at += 2;
+                    Ok(u64::from(first & 0x7f) | u64::from(second) << 7)
+                }
+                _ => self.long_varint(),
+            },
+            None => Err(Stop::Malformed),
         }
     }
 
@@ -162,7 +170,7 @@ enum Scalar<'b> {
 
 /// Apply `ty` to a payload with prost's conversions (`int32` from a varint truncates, ...).
 /// A payload of the wrong wire type is malformed, as `check_wire_type` says.
-#[inline]
+#[inline(always)]
 fn scalar(ty: Ty, payload: Payload<'_>) -> Result<Scalar<'_>, Stop> {
     use Payload::{Fixed32, Fixed64, Len, Varint};
     Ok(match (ty, payload) {
@@ -357,14 +365,15 @@ fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Stop> {
 
 const NANOS_PER_SECOND: i32 = 1_000_000_000;
 
-/// `value` in exactly `width` decimal digits, zero-padded (it must fit).
+/// `value` in exactly `width` (at most 9) decimal digits, zero-padded (it must fit).
 fn digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
-    let start = out.len();
-    out.resize(start + width, b'0');
-    for slot in out[start..].iter_mut().rev() {
+    let mut text = [b'0'; 9];
+    let text = &mut text[..width.min(9)];
+    for slot in text.iter_mut().rev() {
         *slot = b'0' + (value % 10) as u8;
         value /= 10;
     }
+    out.extend_from_slice(text);
 }
 
 /// The fraction of a second as prost-types writes it: nothing, or `.` and 3, 6 or 9 digits.
