@@ -220,6 +220,17 @@ static ESCAPE: [u8; 256] = {
     table
 };
 
+/// ASCII that JSON does not escape.
+static PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 0x80 {
+        table[i] = ESCAPE[i] == 0;
+        i += 1;
+    }
+    table
+};
+
 /// Append `s` as a JSON string.
 pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -304,10 +315,7 @@ fn plain_len(bytes: &[u8]) -> usize {
         }
         n += 8;
     }
-    while let Some(&b) = bytes.get(n) {
-        if b >= 0x80 || ESCAPE[b as usize] != 0 {
-            break;
-        }
+    while bytes.get(n).is_some_and(|&b| PLAIN[b as usize]) {
         n += 1;
     }
     n
@@ -773,15 +781,9 @@ impl<'a> Renderer<'a> {
     #[inline]
     fn key(&mut self, f: &FieldPlan, obj: &mut Obj) {
         self.keys.push((f.number, self.out.len()));
-        if obj.comma {
-            self.out.push(b',');
-        }
+        let key = &f.keys[usize::from(self.opts.use_proto_names)];
+        let key = if obj.comma { key } else { &key[1..] };
         obj.comma = true;
-        let key = if self.opts.use_proto_names {
-            &f.proto_key
-        } else {
-            &f.json_key
-        };
         self.out.extend_from_slice(key);
     }
 
