@@ -18,6 +18,11 @@ use crate::transcode::json::{self, JsonOptions};
 /// prost's limit on nested messages (`DecodeContext`), which `DynamicMessage::decode` obeys.
 pub(super) const RECURSION_LIMIT: u32 = 100;
 
+/// Late fields rotated into place per object before rendering it again from sorted spans
+/// instead: enough for the oneofs prost writes last, and it keeps a reply sent in reverse
+/// order from costing time quadratic in its size.
+const MAX_LATE: u32 = 8;
+
 /// Why rendering stopped. Everything but [`Stop::Reorder`] makes the caller fall back to
 /// `DynamicMessage::decode` + prost-reflect, which then gives the exact result or error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -443,6 +448,8 @@ struct Obj {
     sorted: bool,
     /// Where this object's keys start in [`Renderer::keys`].
     keys: usize,
+    /// Late fields rotated into place so far (see [`Renderer::late`]).
+    late: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -473,6 +480,7 @@ impl Obj {
             oneofs: 0,
             sorted,
             keys,
+            late: 0,
         }
     }
 }
@@ -712,7 +720,8 @@ impl<'a> Renderer<'a> {
     /// rotated into place before the first key of a higher number, rather than rendering
     /// the whole message again from sorted spans. Anything else out of order (a field
     /// already written, a repeated field in two runs, a second member of a oneof) still
-    /// stops with [`Stop::Reorder`].
+    /// stops with [`Stop::Reorder`], and so do late fields past [`MAX_LATE`], as each one
+    /// moves the output after it.
     fn late(
         &mut self,
         f: &FieldPlan,
@@ -720,7 +729,7 @@ impl<'a> Renderer<'a> {
         payload: Payload<'_>,
         ctx: u32,
     ) -> Result<(), Stop> {
-        if obj.sorted || !matches!(f.shape, Shape::Single) {
+        if obj.sorted || !matches!(f.shape, Shape::Single) || obj.late >= MAX_LATE {
             return Err(Stop::Reorder);
         }
         let written = &self.keys[obj.keys..];
@@ -758,6 +767,7 @@ impl<'a> Renderer<'a> {
         }
         let len = self.out.len() - tail;
         self.out[at..].rotate_right(len);
+        obj.late += 1;
         // `single` pushed this key last; it belongs at `k`, and the keys after it moved.
         self.keys.pop();
         for key in &mut self.keys[obj.keys + k..] {

@@ -835,6 +835,9 @@ fn fields_render_in_number_order_whatever_the_wire_order() {
     check("omnigate.test.Book", w().s(2, "t").s(1, "a").v(3, 4).s(1, "b"), Direct(r#"{"name":"b","title":"t","pageCount":4}"#));
     check("omnigate.test.Book", w().v(3, 4).s(8, "i").v(9, 5).s(1, "n"), Direct(r#"{"name":"n","pageCount":4,"ean":"5"}"#));
     check("omnigate.test.Book", w().v(3, 4).v(9, 5).s(8, "i").s(1, "n"), Direct(r#"{"name":"n","pageCount":4,"isbn":"i"}"#));
+    // Past eight late fields, the message is rendered again from sorted spans.
+    let reversed = w().v(13, 1).f64(12, 1).f32(11, 1).f64(10, 1).f32(9, 1).v(8, 2).v(7, 2).v(6, 1).v(5, 1).v(4, 1).v(3, 1).f32(2, 1.5f32.to_bits()).f64(1, 2.5f64.to_bits());
+    check("omnigate.test.Scalars", reversed, Direct(r#"{"fDouble":2.5,"fFloat":1.5,"fInt32":1,"fInt64":"1","fUint32":1,"fUint64":"1","fSint32":1,"fSint64":"1","fFixed32":1,"fFixed64":"1","fSfixed32":1,"fSfixed64":"1","fBool":true}"#));
     // A late repeated field joins its earlier run.
     check("omnigate.test.Book", w().s(4, "a").s(2, "t").s(4, "b").s(1, "n"), Direct(r#"{"name":"n","title":"t","tags":["a","b"]}"#));
 }
