@@ -238,10 +238,16 @@ static PLAIN: [bool; 256] = {
 
 /// Append `s` as a JSON string.
 pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    write_escaped(out, s);
+    out.push(b'"');
+}
+
+/// Append `s` escaped as inside a JSON string, without the quotes.
+fn write_escaped(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape = ESCAPE[b as usize];
@@ -260,7 +266,6 @@ pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 /// `slot = Some(new)`, checking the UTF-8 of a string it held (see [`Scalar::Text`]).
@@ -273,27 +278,32 @@ fn replace<'b>(slot: &mut Option<Scalar<'b>>, new: Scalar<'b>) -> Result<(), Sto
 
 /// `bytes` must be UTF-8, as prost's decoding of a `string` requires.
 fn check_text(bytes: &[u8]) -> Result<(), Stop> {
-    match std::str::from_utf8(bytes) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(Stop::Malformed),
+    if bytes.is_empty() || std::str::from_utf8(bytes).is_ok() {
+        Ok(())
+    } else {
+        Err(Stop::Malformed)
     }
 }
 
 /// Append the string `bytes` as a JSON string, or [`Stop::Malformed`] if it is not UTF-8.
 ///
 /// One pass for the usual text: ASCII without anything to escape is copied as it is, found
-/// eight bytes at a time. Anything else goes through `from_utf8` and [`write_str`].
+/// eight bytes at a time; the rest, from the first byte that is not, goes through
+/// `from_utf8` and [`write_escaped`] (a plain prefix ends on a character boundary).
 #[inline]
 fn write_text(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Stop> {
-    if plain_len(bytes) == bytes.len() {
-        out.reserve(bytes.len() + 2);
-        out.push(b'"');
+    let plain = plain_len(bytes);
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    if plain == bytes.len() {
         out.extend_from_slice(bytes);
-        out.push(b'"');
-        return Ok(());
+    } else {
+        let (head, rest) = bytes.split_at(plain);
+        let rest = std::str::from_utf8(rest).map_err(|_| Stop::Malformed)?;
+        out.extend_from_slice(head);
+        write_escaped(out, rest);
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| Stop::Malformed)?;
-    write_str(out, text);
+    out.push(b'"');
     Ok(())
 }
 
