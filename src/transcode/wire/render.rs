@@ -515,8 +515,7 @@ impl<'a> Renderer<'a> {
             opts,
             out,
             entries: Vec::new(),
-            // One allocation for most replies rather than growing 4, 8, 16, 32.
-            keys: Vec::with_capacity(32),
+            keys: Vec::new(),
         }
     }
 
@@ -575,6 +574,10 @@ impl<'a> Renderer<'a> {
     /// The fields of an ordinary message as an object: in wire order (`sorted == false`,
     /// may stop with [`Stop::Reorder`]), or from spans sorted by field number.
     fn fields(&mut self, m: &MessagePlan, buf: &[u8], ctx: u32, sorted: bool) -> Result<(), Stop> {
+        if self.keys.capacity() == 0 {
+            // One allocation for most replies rather than growing 4, 8, 16, 32.
+            self.keys.reserve(32);
+        }
         let mut obj = Obj::new(sorted, self.keys.len());
         if !sorted {
             self.out.push(b'{');
