@@ -72,12 +72,23 @@ fn main() {
         check.len()
     );
     if let Ok(spin) = std::env::var("MICRO_SPIN") {
-        // For `perf stat`: only the GET render, this many times.
+        // For `perf stat`: only one render, this many times. MICRO_INPUT picks the reply:
+        // `get` (default, prost's order), `get-sorted`, or `bench` (bench/book.json).
         let spin: u32 = spin.parse().expect("MICRO_SPIN: a count");
+        let bench_reply;
+        let input: &[u8] = match std::env::var("MICRO_INPUT").as_deref() {
+            Ok("get-sorted") => &sorted,
+            Ok("bench") => {
+                let msg = json::decode_message(&book_desc, &body, &opts).expect("ok");
+                bench_reply = msg.encode_to_vec();
+                &bench_reply
+            }
+            _ => &prost_order,
+        };
         for _ in 0..spin {
             // As `rest::render_reply` sizes it.
-            let mut out = Vec::with_capacity(2 * prost_order.len() + 16);
-            wire::render_reply(&plan, black_box(&prost_order), &opts, &mut out).expect("ok");
+            let mut out = Vec::with_capacity(2 * input.len() + 16);
+            wire::render_reply(&plan, black_box(input), &opts, &mut out).expect("ok");
             black_box(out);
         }
         return;
