@@ -3,10 +3,13 @@
 //! rendering rules of prost-reflect's serializer.
 //!
 //! Per message, fields are first rendered in wire order, which is field-number order for
-//! everything prost and most other encoders emit. A field out of number order, or a second
-//! member of a oneof, stops that (cheaply detected) and the message is rendered again from
-//! spans collected and sorted by field number. A singular scalar repeated right after itself
-//! (last one wins) is handled in place by truncating the first one's output.
+//! everything most encoders emit. prost-generated code writes oneof members after all other
+//! fields: such a late singular field is rendered at the end and rotated into place (a few
+//! per message). Anything else out of number order (a field seen before, a repeated field
+//! in two runs, a second member of a oneof) stops that, cheaply detected, and the message is
+//! rendered again from spans collected and sorted by field number. A singular scalar
+//! repeated right after itself (last one wins) is handled in place by truncating the first
+//! one's output.
 
 use base64::Engine as _;
 use prost_reflect::DynamicMessage;
