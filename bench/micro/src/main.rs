@@ -42,6 +42,58 @@ fn main() {
     let de = DeserializeOptions::new().deny_unknown_fields(true);
     let n = 50_000;
 
+    // The GET row's reply: seed book 1 as the demo backend (prost-generated code) encodes
+    // it, with its `format` oneof (field 20) after field 24, then in field-number order.
+    let get_json = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/get-book.json"))
+        .expect("bench/micro/get-book.json");
+    let get_msg = json::decode_message(&book_desc, get_json.trim_ascii_end(), &opts).expect("ok");
+    let sorted = get_msg.encode_to_vec();
+    let mut rest = get_msg.clone();
+    rest.clear_field_by_number(20);
+    let mut only_format = DynamicMessage::new(book_desc.clone());
+    only_format.set_field_by_number(
+        20,
+        get_msg.get_field_by_number(20).expect("20").into_owned(),
+    );
+    let mut prost_order = rest.encode_to_vec();
+    prost_order.extend_from_slice(&only_format.encode_to_vec());
+    let plan = wire::ReplyPlan::compile(&book_desc);
+    let mut check = Vec::new();
+    wire::render_reply(&plan, &prost_order, &opts, &mut check).expect("ok");
+    let value = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).expect("JSON");
+    assert_eq!(
+        value(&check),
+        value(&get_json),
+        "the GET book renders as the demo's"
+    );
+    println!(
+        "  (GET reply: {} bytes protobuf, {} bytes JSON)",
+        prost_order.len(),
+        check.len()
+    );
+    if let Ok(spin) = std::env::var("MICRO_SPIN") {
+        // For `perf stat`: only one render, this many times. MICRO_INPUT picks the reply:
+        // `get` (default, prost's order), `get-sorted`, or `bench` (bench/book.json).
+        let spin: u32 = spin.parse().expect("MICRO_SPIN: a count");
+        let bench_reply;
+        let input: &[u8] = match std::env::var("MICRO_INPUT").as_deref() {
+            Ok("get-sorted") => &sorted,
+            Ok("bench") => {
+                let msg = json::decode_message(&book_desc, &body, &opts).expect("ok");
+                bench_reply = msg.encode_to_vec();
+                &bench_reply
+            }
+            _ => &prost_order,
+        };
+        for _ in 0..spin {
+            // As `rest::render_reply` sizes it.
+            let mut out = Vec::with_capacity(2 * input.len() + 16);
+            wire::render_reply(&plan, black_box(input), &opts, &mut out).expect("ok");
+            black_box(out);
+        }
+        return;
+    }
+
     // POST: JSON body → request message → protobuf bytes.
     time("POST decode_field_value (guard + path tracking)", n, || {
         black_box(json::decode_field_value(&book_field, black_box(&body), &opts).expect("ok"));
@@ -99,7 +151,6 @@ fn main() {
         let msg = DynamicMessage::decode(book_desc.clone(), black_box(reply.clone())).expect("ok");
         black_box(json::encode_message(&msg, &opts).expect("ok"));
     });
-    let plan = wire::ReplyPlan::compile(&book_desc);
     time("reply after: wire::render_reply", n, || {
         let mut out = Vec::with_capacity(2 * reply.len() + 16);
         wire::render_reply(&plan, black_box(&reply), &opts, &mut out).expect("ok");
@@ -119,6 +170,17 @@ fn main() {
         wire::render_reply(&plan, black_box(&reply), &all, &mut out).expect("ok");
         black_box(out);
     });
+
+    for (label, bytes) in [
+        ("GET reply wire::render_reply (prost order)", &prost_order),
+        ("GET reply wire::render_reply (number order)", &sorted),
+    ] {
+        time(label, n, || {
+            let mut out = Vec::with_capacity(2 * bytes.len() + 16);
+            wire::render_reply(&plan, black_box(bytes), &opts, &mut out).expect("ok");
+            black_box(out);
+        });
+    }
     time("ReplyPlan::compile(library.v1.Book)", n / 10, || {
         black_box(wire::ReplyPlan::compile(black_box(&book_desc)));
     });

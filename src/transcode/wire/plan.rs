@@ -87,10 +87,9 @@ pub(super) enum Shape {
 /// One field of a message plan.
 pub(super) struct FieldPlan {
     pub(super) number: u32,
-    /// `"pageCount":`
-    pub(super) json_key: Box<[u8]>,
-    /// `"page_count":`
-    pub(super) proto_key: Box<[u8]>,
+    /// `,"pageCount":` and `,"page_count":` (indexed by `use_proto_names`): the key with
+    /// the comma before it, which the first key of an object leaves out.
+    pub(super) keys: [Box<[u8]>; 2],
     /// The value type (of each element for lists, of each value for maps).
     pub(super) ty: Ty,
     pub(super) shape: Shape,
@@ -239,7 +238,8 @@ fn special(full_name: &str) -> Special {
 }
 
 fn quoted_key(name: &str) -> Box<[u8]> {
-    let mut key = Vec::with_capacity(name.len() + 3);
+    let mut key = Vec::with_capacity(name.len() + 4);
+    key.push(b',');
     write_str(&mut key, name);
     key.push(b':');
     key.into_boxed_slice()
@@ -356,8 +356,7 @@ impl Builder {
                     });
                 fields.push(FieldPlan {
                     number: field.number(),
-                    json_key: quoted_key(field.json_name()),
-                    proto_key: quoted_key(field.name()),
+                    keys: [quoted_key(field.json_name()), quoted_key(field.name())],
                     ty,
                     shape,
                     presence: field.supports_presence(),

@@ -3,10 +3,13 @@
 //! rendering rules of prost-reflect's serializer.
 //!
 //! Per message, fields are first rendered in wire order, which is field-number order for
-//! everything prost and most other encoders emit. A field out of number order, or a second
-//! member of a oneof, stops that (cheaply detected) and the message is rendered again from
-//! spans collected and sorted by field number. A singular scalar repeated right after itself
-//! (last one wins) is handled in place by truncating the first one's output.
+//! everything most encoders emit. prost-generated code writes oneof members after all other
+//! fields: such a late singular field is rendered at the end and rotated into place (a few
+//! per message). Anything else out of number order (a field seen before, a repeated field
+//! in two runs, a second member of a oneof) stops that, cheaply detected, and the message is
+//! rendered again from spans collected and sorted by field number. A singular scalar
+//! repeated right after itself (last one wins) is handled in place by truncating the first
+//! one's output.
 
 use base64::Engine as _;
 use prost_reflect::DynamicMessage;
@@ -17,6 +20,11 @@ use crate::transcode::json::{self, JsonOptions};
 
 /// prost's limit on nested messages (`DecodeContext`), which `DynamicMessage::decode` obeys.
 pub(super) const RECURSION_LIMIT: u32 = 100;
+
+/// Late fields rotated into place per object before rendering it again from sorted spans
+/// instead: enough for the oneofs prost writes last, and it keeps a reply sent in reverse
+/// order from costing time quadratic in its size.
+const MAX_LATE: u32 = 8;
 
 /// Why rendering stopped. Everything but [`Stop::Reorder`] makes the caller fall back to
 /// `DynamicMessage::decode` + prost-reflect, which then gives the exact result or error.
@@ -61,15 +69,28 @@ impl<'b> Reader<'b> {
     }
 
     /// A varint, accepted and rejected exactly as prost's `decode_varint` does.
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, Stop> {
-        let Some(&first) = self.buf.get(self.at) else {
-            return Err(Stop::Malformed);
-        };
-        if first < 0x80 {
-            self.at += 1;
-            return Ok(u64::from(first));
+        match self.buf.get(self.at) {
+            Some(&first) if first < 0x80 => {
+                self.at += 1;
+                Ok(u64::from(first))
+            }
+            // Two bytes: keys of fields 16 to 2047, lengths up to 16 KiB.
+            Some(&first) => match self.buf.get(self.at + 1) {
+                Some(&second) if second < 0x80 => {
+                    self.at += 2;
+                    Ok(u64::from(first & 0x7f) | u64::from(second) << 7)
+                }
+                _ => self.long_varint(),
+            },
+            None => Err(Stop::Malformed),
         }
+    }
+
+    /// A varint of two bytes or more (or none: the end of the buffer).
+    #[inline(never)]
+    fn long_varint(&mut self) -> Result<u64, Stop> {
         let mut value = 0u64;
         for i in 0..10 {
             let Some(&byte) = self.buf.get(self.at + i) else {
@@ -99,7 +120,7 @@ impl<'b> Reader<'b> {
     }
 
     /// One value of wire type `wire_type` (an element of a packed field).
-    #[inline]
+    #[inline(always)]
     fn value(&mut self, wire_type: u8) -> Result<Payload<'b>, Stop> {
         Ok(match wire_type {
             VARINT => Payload::Varint(self.varint()?),
@@ -122,7 +143,7 @@ impl<'b> Reader<'b> {
     }
 
     /// The next field: its number and value.
-    #[inline]
+    #[inline(always)]
     pub(super) fn field(&mut self) -> Result<(u32, Payload<'b>), Stop> {
         let key = self.varint()?;
         if key > u64::from(u32::MAX) {
@@ -146,7 +167,10 @@ enum Scalar<'b> {
     F32(f32),
     F64(f64),
     Bool(bool),
-    Str(&'b str),
+    /// A `string`, its UTF-8 not checked yet: [`write_text`] checks it as it writes it, and a
+    /// value dropped unwritten (a map key sent twice, ...) goes through [`check_text`], so
+    /// that bytes `DynamicMessage::decode` rejects are still rejected.
+    Text(&'b [u8]),
     Bytes(&'b [u8]),
     Enum(u32, i32),
     Null(i32),
@@ -154,7 +178,7 @@ enum Scalar<'b> {
 
 /// Apply `ty` to a payload with prost's conversions (`int32` from a varint truncates, ...).
 /// A payload of the wrong wire type is malformed, as `check_wire_type` says.
-#[inline]
+#[inline(always)]
 fn scalar(ty: Ty, payload: Payload<'_>) -> Result<Scalar<'_>, Stop> {
     use Payload::{Fixed32, Fixed64, Len, Varint};
     Ok(match (ty, payload) {
@@ -176,7 +200,7 @@ fn scalar(ty: Ty, payload: Payload<'_>) -> Result<Scalar<'_>, Stop> {
         (Ty::Fixed64, Fixed64(v)) => Scalar::U64(v),
         (Ty::Sfixed64, Fixed64(v)) => Scalar::I64(v as i64),
         (Ty::Double, Fixed64(v)) => Scalar::F64(f64::from_bits(v)),
-        (Ty::String, Len(b)) => Scalar::Str(std::str::from_utf8(b).map_err(|_| Stop::Malformed)?),
+        (Ty::String, Len(b)) => Scalar::Text(b),
         (Ty::Bytes, Len(b)) => Scalar::Bytes(b),
         (Ty::Message(_) | Ty::Group, _) => return Err(Stop::Unsupported),
         _ => return Err(Stop::Malformed),
@@ -204,12 +228,29 @@ static ESCAPE: [u8; 256] = {
     table
 };
 
+/// ASCII that JSON does not escape.
+static PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 0x80 {
+        table[i] = ESCAPE[i] == 0;
+        i += 1;
+    }
+    table
+};
+
 /// Append `s` as a JSON string.
 pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    write_escaped(out, s);
+    out.push(b'"');
+}
+
+/// Append `s` escaped as inside a JSON string, without the quotes.
+fn write_escaped(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape = ESCAPE[b as usize];
@@ -228,7 +269,74 @@ pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
+}
+
+/// `slot = Some(new)`, checking the UTF-8 of a string it held (see [`Scalar::Text`]).
+fn replace<'b>(slot: &mut Option<Scalar<'b>>, new: Scalar<'b>) -> Result<(), Stop> {
+    match slot.replace(new) {
+        Some(Scalar::Text(dropped)) => check_text(dropped),
+        _ => Ok(()),
+    }
+}
+
+/// `bytes` must be UTF-8, as prost's decoding of a `string` requires.
+fn check_text(bytes: &[u8]) -> Result<(), Stop> {
+    if bytes.is_empty() || std::str::from_utf8(bytes).is_ok() {
+        Ok(())
+    } else {
+        Err(Stop::Malformed)
+    }
+}
+
+/// Append the string `bytes` as a JSON string, or [`Stop::Malformed`] if it is not UTF-8.
+///
+/// One pass for the usual text: ASCII without anything to escape is copied as it is, found
+/// eight bytes at a time; the rest, from the first byte that is not, goes through
+/// `from_utf8` and [`write_escaped`] (a plain prefix ends on a character boundary).
+#[inline]
+fn write_text(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Stop> {
+    let plain = plain_len(bytes);
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
+    if plain == bytes.len() {
+        out.extend_from_slice(bytes);
+    } else {
+        let (head, rest) = bytes.split_at(plain);
+        let rest = std::str::from_utf8(rest).map_err(|_| Stop::Malformed)?;
+        out.extend_from_slice(head);
+        write_escaped(out, rest);
+    }
+    out.push(b'"');
+    Ok(())
+}
+
+/// The length of the longest prefix of `bytes` in ASCII with nothing JSON escapes.
+#[inline]
+fn plain_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Whether any byte of `w` is zero (exact as a yes/no).
+    let zero_byte = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
+    let mut n = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let w = u64::from_le_bytes(chunk);
+        // Non-ASCII; below 0x20 (as no byte has its top bit here); `"`; `\`.
+        if w & HIGH != 0
+            || w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0
+            || zero_byte(w ^ (ONES * u64::from(b'"')))
+            || zero_byte(w ^ (ONES * u64::from(b'\\')))
+        {
+            break;
+        }
+        n += 8;
+    }
+    while bytes.get(n).is_some_and(|&b| PLAIN[b as usize]) {
+        n += 1;
+    }
+    n
 }
 
 // Writing into a `Vec<u8>` cannot fail, so the `io::Result`s below carry nothing.
@@ -281,6 +389,59 @@ fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Stop> {
     Ok(())
 }
 
+const NANOS_PER_SECOND: i32 = 1_000_000_000;
+
+/// `value` in exactly `width` (at most 9) decimal digits, zero-padded (it must fit).
+fn digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
+    let mut text = [b'0'; 9];
+    let text = &mut text[..width.min(9)];
+    for slot in text.iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    out.extend_from_slice(text);
+}
+
+/// The fraction of a second as prost-types writes it: nothing, or `.` and 3, 6 or 9 digits.
+fn fraction(out: &mut Vec<u8>, nanos: u32) {
+    if nanos == 0 {
+        return;
+    }
+    out.push(b'.');
+    if nanos % 1_000_000 == 0 {
+        digits(out, nanos / 1_000_000, 3);
+    } else if nanos % 1_000 == 0 {
+        digits(out, nanos / 1_000, 6);
+    } else {
+        digits(out, nanos, 9);
+    }
+}
+
+/// The proleptic Gregorian `(year, month, day)` of `days` since 1970-01-01.
+///
+/// Counted from 0000-03-01, so that a leap day ends its year: the days split into 400-year
+/// eras of 146 097 days, an era into years of 365 days plus one every fourth year, less one
+/// every hundredth (but the 400th); months from March run 31, 30, 31, 30, 31 days twice
+/// then 31, 29/28, which `(5 * day_of_year + 2) / 153` finds.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // 0000-03-01 is 719 468 days before 1970-01-01.
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    } as u32;
+    let year = era * 400 + year_of_era + i64::from(month <= 2);
+    (year, month, day)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The renderer.
 
@@ -298,6 +459,10 @@ struct Obj {
     oneofs: u64,
     /// The fields arrive sorted and deduplicated (second pass).
     sorted: bool,
+    /// Where this object's keys start in [`Renderer::keys`].
+    keys: usize,
+    /// Late fields rotated into place so far (see [`Renderer::late`]).
+    late: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -319,7 +484,7 @@ struct Last {
 }
 
 impl Obj {
-    fn new(sorted: bool) -> Self {
+    fn new(sorted: bool, keys: usize) -> Self {
         Obj {
             comma: false,
             next: 0,
@@ -327,6 +492,8 @@ impl Obj {
             last: None,
             oneofs: 0,
             sorted,
+            keys,
+            late: 0,
         }
     }
 }
@@ -338,6 +505,10 @@ pub(super) struct Renderer<'a> {
     /// `(start, end of key)` in `out` of the entries of the maps being written, innermost
     /// last, to find duplicate keys.
     entries: Vec<(usize, usize)>,
+    /// `(field number, start)` of the keys written in the objects being written, innermost
+    /// last, each object's in number order; `start` is the output length before the key's
+    /// comma. Where a late field goes (see [`Renderer::late`]).
+    keys: Vec<(u32, usize)>,
 }
 
 impl<'a> Renderer<'a> {
@@ -347,6 +518,7 @@ impl<'a> Renderer<'a> {
             opts,
             out,
             entries: Vec::new(),
+            keys: Vec::new(),
         }
     }
 
@@ -358,10 +530,12 @@ impl<'a> Renderer<'a> {
             Special::None => {
                 let start = self.out.len();
                 let entries = self.entries.len();
+                let keys = self.keys.len();
                 match self.fields(m, buf, ctx, false) {
                     Err(Stop::Reorder) => {
                         self.out.truncate(start);
                         self.entries.truncate(entries);
+                        self.keys.truncate(keys);
                         self.fields(m, buf, ctx, true)
                     }
                     other => other,
@@ -403,7 +577,11 @@ impl<'a> Renderer<'a> {
     /// The fields of an ordinary message as an object: in wire order (`sorted == false`,
     /// may stop with [`Stop::Reorder`]), or from spans sorted by field number.
     fn fields(&mut self, m: &MessagePlan, buf: &[u8], ctx: u32, sorted: bool) -> Result<(), Stop> {
-        let mut obj = Obj::new(sorted);
+        if self.keys.capacity() == 0 {
+            // One allocation for most replies rather than growing 4, 8, 16, 32.
+            self.keys.reserve(32);
+        }
+        let mut obj = Obj::new(sorted, self.keys.len());
         if !sorted {
             self.out.push(b'{');
             let mut r = Reader::new(buf);
@@ -427,6 +605,7 @@ impl<'a> Renderer<'a> {
         }
         self.defaults(m, &mut obj, m.fields.len(), ctx)?;
         self.out.push(b'}');
+        self.keys.truncate(obj.keys);
         Ok(())
     }
 
@@ -509,8 +688,9 @@ impl<'a> Renderer<'a> {
                     }
                     self.out.truncate(last.mark);
                     obj.comma = last.comma;
+                    self.unwrite_keys(obj, last.mark);
                 }
-                _ => return Err(Stop::Reorder),
+                _ => return self.late(f, obj, payload, ctx),
             }
         } else {
             self.defaults(m, obj, pos, ctx)?;
@@ -551,22 +731,91 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    #[inline]
-    fn key(&mut self, f: &FieldPlan, obj: &mut Obj) {
-        if obj.comma {
+    /// A singular field after fields of higher numbers, as prost-generated code writes the
+    /// members of a oneof (after all other fields): rendered at the end of the output, then
+    /// rotated into place before the first key of a higher number, rather than rendering
+    /// the whole message again from sorted spans. Anything else out of order (a field
+    /// already written, a repeated field in two runs, a second member of a oneof) still
+    /// stops with [`Stop::Reorder`], and so do late fields past [`MAX_LATE`], as each one
+    /// moves the output after it.
+    fn late(
+        &mut self,
+        f: &FieldPlan,
+        obj: &mut Obj,
+        payload: Payload<'_>,
+        ctx: u32,
+    ) -> Result<(), Stop> {
+        if obj.sorted || !matches!(f.shape, Shape::Single) || obj.late >= MAX_LATE {
+            return Err(Stop::Reorder);
+        }
+        let written = &self.keys[obj.keys..];
+        let k = written.partition_point(|&(number, _)| number < f.number);
+        let at = match written.get(k) {
+            // Written already (not right before, else `obj.last` would have caught it).
+            Some(&(number, _)) if number == f.number => return Err(Stop::Reorder),
+            Some(&(_, at)) => at,
+            // Only fields that wrote nothing (defaults) come after it: append as usual.
+            None => usize::MAX,
+        };
+        if let Some(o) = f.oneof {
+            if o >= 64 || obj.oneofs & (1 << o) != 0 {
+                return Err(Stop::Reorder);
+            }
+            obj.oneofs |= 1 << o;
+        }
+        // A later repeat of this field cannot overwrite in place: it goes through here.
+        obj.last = None;
+        if at == usize::MAX {
+            return self.single(f, obj, payload, ctx);
+        }
+        let tail = self.out.len();
+        let comma = obj.comma;
+        // Before the object's first key: `key:value,`; else `,key:value`.
+        obj.comma = k > 0;
+        self.single(f, obj, payload, ctx)?;
+        obj.comma = comma;
+        let len = self.out.len() - tail;
+        if len == 0 {
+            return Ok(());
+        }
+        if k == 0 {
             self.out.push(b',');
         }
+        let len = self.out.len() - tail;
+        self.out[at..].rotate_right(len);
+        obj.late += 1;
+        // `single` pushed this key last; it belongs at `k`, and the keys after it moved.
+        self.keys.pop();
+        for key in &mut self.keys[obj.keys + k..] {
+            key.1 += len;
+        }
+        if k == 0 {
+            // The former first key now has a comma before it: its start is that comma.
+            self.keys[obj.keys].1 -= 1;
+        }
+        self.keys.insert(obj.keys + k, (f.number, at));
+        Ok(())
+    }
+
+    /// Forget the keys of this object written at or after output position `mark`.
+    fn unwrite_keys(&mut self, obj: &Obj, mark: usize) {
+        while self.keys.len() > obj.keys && self.keys.last().is_some_and(|&(_, at)| at >= mark) {
+            self.keys.pop();
+        }
+    }
+
+    #[inline]
+    fn key(&mut self, f: &FieldPlan, obj: &mut Obj) {
+        self.keys.push((f.number, self.out.len()));
+        let key = &f.keys[usize::from(self.opts.use_proto_names)];
+        let key = if obj.comma { key } else { &key[1..] };
         obj.comma = true;
-        let key = if self.opts.use_proto_names {
-            &f.proto_key
-        } else {
-            &f.json_key
-        };
         self.out.extend_from_slice(key);
     }
 
     /// With `emit_unpopulated`, the defaults of the fields without presence before `upto`
     /// that did not appear.
+    #[inline]
     fn defaults(
         &mut self,
         m: &MessagePlan,
@@ -575,19 +824,31 @@ impl<'a> Renderer<'a> {
         ctx: u32,
     ) -> Result<(), Stop> {
         if self.opts.emit_unpopulated {
-            for f in &m.fields[obj.next.min(upto)..upto] {
-                if f.presence {
-                    continue;
-                }
-                self.key(f, obj);
-                match f.shape {
-                    Shape::Single => self.default_value(f.ty, ctx)?,
-                    Shape::List => self.out.extend_from_slice(b"[]"),
-                    Shape::Map { .. } => self.out.extend_from_slice(b"{}"),
-                }
-            }
+            self.write_defaults(m, obj, upto, ctx)?;
         }
         obj.next = obj.next.max(upto);
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn write_defaults(
+        &mut self,
+        m: &MessagePlan,
+        obj: &mut Obj,
+        upto: usize,
+        ctx: u32,
+    ) -> Result<(), Stop> {
+        for f in &m.fields[obj.next.min(upto)..upto] {
+            if f.presence {
+                continue;
+            }
+            self.key(f, obj);
+            match f.shape {
+                Shape::Single => self.default_value(f.ty, ctx)?,
+                Shape::List => self.out.extend_from_slice(b"[]"),
+                Shape::Map { .. } => self.out.extend_from_slice(b"{}"),
+            }
+        }
         Ok(())
     }
 
@@ -678,6 +939,7 @@ impl<'a> Renderer<'a> {
         if run.count == 0 && !self.opts.emit_unpopulated {
             self.out.truncate(run.mark);
             obj.comma = run.comma;
+            self.unwrite_keys(obj, run.mark);
         } else {
             if is_map {
                 self.dedupe(run.entries);
@@ -695,7 +957,7 @@ impl<'a> Renderer<'a> {
         let mut r = Reader::new(entry);
         while !r.done() {
             match r.field()? {
-                (1, p) => key = Some(scalar(key_ty, p)?),
+                (1, p) => replace(&mut key, scalar(key_ty, p)?)?,
                 (2, p) => match value_ty {
                     Ty::Message(_) => {
                         let Payload::Len(bytes) = p else {
@@ -706,14 +968,14 @@ impl<'a> Renderer<'a> {
                         }
                         message = Some(bytes);
                     }
-                    ty => value = Some(scalar(ty, p)?),
+                    ty => replace(&mut value, scalar(ty, p)?)?,
                 },
                 _ => {}
             }
         }
         let start = self.out.len();
         match key.unwrap_or_else(|| self.default_scalar(key_ty)) {
-            Scalar::Str(s) => write_str(self.out, s),
+            Scalar::Text(s) => write_text(self.out, s)?,
             Scalar::I32(v) => self.quoted_int(i64::from(v)),
             Scalar::I64(v) => self.quoted_int(v),
             Scalar::U32(v) => self.quoted_uint(u64::from(v)),
@@ -829,7 +1091,7 @@ impl<'a> Renderer<'a> {
             Ty::Uint32 | Ty::Fixed32 => Scalar::U32(0),
             Ty::Uint64 | Ty::Fixed64 => Scalar::U64(0),
             Ty::Bool => Scalar::Bool(false),
-            Ty::String => Scalar::Str(""),
+            Ty::String => Scalar::Text(b""),
             Ty::Bytes | Ty::Message(_) | Ty::Group => Scalar::Bytes(&[]),
             Ty::Enum(e) => Scalar::Enum(e, self.plan.enums[e as usize].default),
             Ty::Null => Scalar::Null(0),
@@ -847,7 +1109,7 @@ impl<'a> Renderer<'a> {
             Scalar::F32(v) => v == 0.0,
             Scalar::F64(v) => v == 0.0,
             Scalar::Bool(v) => !v,
-            Scalar::Str(v) => v.is_empty(),
+            Scalar::Text(v) => v.is_empty(),
             Scalar::Bytes(v) => v.is_empty(),
             Scalar::Enum(e, v) => v == self.plan.enums[e as usize].default,
         }
@@ -865,7 +1127,7 @@ impl<'a> Renderer<'a> {
             Scalar::Bool(v) => self
                 .out
                 .extend_from_slice(if v { b"true" } else { b"false" }),
-            Scalar::Str(v) => write_str(self.out, v),
+            Scalar::Text(v) => write_text(self.out, v)?,
             Scalar::Bytes(v) => write_base64(self.out, v)?,
             Scalar::Enum(e, v) => match self.plan.enums[e as usize].name(v) {
                 Some(name) => self.out.extend_from_slice(name),
@@ -894,6 +1156,10 @@ impl<'a> Renderer<'a> {
         Ok((seconds, nanos))
     }
 
+    // Timestamps and durations are formatted by hand, not through prost-types' `Display`
+    // (`DateTime` + `write!`): they are on the per-request path, and `core::fmt` was a tenth
+    // of the instructions of rendering the demo book. The output is the same text.
+
     fn timestamp(&mut self, buf: &[u8]) -> Result<(), Stop> {
         const MIN_SECONDS: i64 = -62_135_596_800;
         const MAX_SECONDS: i64 = 253_402_300_799;
@@ -901,7 +1167,33 @@ impl<'a> Renderer<'a> {
         if !(MIN_SECONDS..=MAX_SECONDS).contains(&seconds) {
             return Err(Stop::Unrenderable);
         }
-        self.display(&prost_types::Timestamp { seconds, nanos })
+        // prost-types normalizes first: nanos into [0, 1e9), carrying into the seconds
+        // (which may then leave years 1..=9999 by a few seconds; no overflow in this range).
+        let seconds = seconds + i64::from(nanos.div_euclid(NANOS_PER_SECOND));
+        let nanos = nanos.rem_euclid(NANOS_PER_SECOND) as u32;
+        let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+        let time = seconds.rem_euclid(86_400) as u32;
+        let out = &mut *self.out;
+        out.push(b'"');
+        match year {
+            // prost-types: `{:04}` up to 9999, `+{}` above; the range allows 0..=10000.
+            0..=9999 => digits(out, year as u32, 4),
+            10_000 => out.extend_from_slice(b"+10000"),
+            _ => return Err(Stop::Unrenderable),
+        }
+        out.push(b'-');
+        digits(out, month, 2);
+        out.push(b'-');
+        digits(out, day, 2);
+        out.push(b'T');
+        digits(out, time / 3600, 2);
+        out.push(b':');
+        digits(out, time / 60 % 60, 2);
+        out.push(b':');
+        digits(out, time % 60, 2);
+        fraction(out, nanos);
+        out.extend_from_slice(b"Z\"");
+        Ok(())
     }
 
     fn duration(&mut self, buf: &[u8]) -> Result<(), Stop> {
@@ -911,14 +1203,23 @@ impl<'a> Renderer<'a> {
         if seconds.unsigned_abs() > MAX_SECONDS || nanos.unsigned_abs() > MAX_NANOS {
             return Err(Stop::Unrenderable);
         }
-        self.display(&prost_types::Duration { seconds, nanos })
-    }
-
-    /// A quoted `Display` (prost-types' own formatting, as prost-reflect uses it; the text
-    /// never needs escaping).
-    fn display(&mut self, value: &dyn std::fmt::Display) -> Result<(), Stop> {
-        use std::io::Write as _;
-        write!(self.out, "\"{value}\"").map_err(|_| Stop::Unrenderable)
+        // prost-types: the sign comes from the value as sent, the digits from its
+        // normalized form (nanos given the sign of the seconds).
+        let negative = seconds < 0 || nanos < 0;
+        let (seconds, nanos) = match (seconds, nanos) {
+            (s, n) if s < 0 && n > 0 => (s + 1, n - NANOS_PER_SECOND),
+            (s, n) if s > 0 && n < 0 => (s - 1, n + NANOS_PER_SECOND),
+            other => other,
+        };
+        let out = &mut *self.out;
+        out.push(b'"');
+        if negative {
+            out.push(b'-');
+        }
+        write_u64(out, seconds.unsigned_abs());
+        fraction(out, nanos.unsigned_abs());
+        out.extend_from_slice(b"s\"");
+        Ok(())
     }
 
     fn wrapper(&mut self, ty: Ty, buf: &[u8]) -> Result<(), Stop> {
@@ -926,7 +1227,9 @@ impl<'a> Renderer<'a> {
         let mut r = Reader::new(buf);
         while !r.done() {
             if let (1, p) = r.field()? {
-                value = scalar(ty, p)?;
+                if let Scalar::Text(dropped) = std::mem::replace(&mut value, scalar(ty, p)?) {
+                    check_text(dropped)?;
+                }
             }
         }
         match value {
@@ -946,9 +1249,10 @@ impl<'a> Renderer<'a> {
             let (1, p) = r.field()? else {
                 continue;
             };
-            let Scalar::Str(path) = scalar(Ty::String, p)? else {
+            let Scalar::Text(path) = scalar(Ty::String, p)? else {
                 return Err(Stop::Malformed);
             };
+            let path = std::str::from_utf8(path).map_err(|_| Stop::Malformed)?;
             // As prost-reflect does: an empty path adds nothing, not even its comma.
             if !text.is_empty() {
                 text.push(',');
@@ -999,16 +1303,16 @@ impl<'a> Renderer<'a> {
                 self.out.push(b',');
             }
             count += 1;
-            let mut key = "";
+            let mut key: &[u8] = b"";
             let mut value = None;
             let mut er = Reader::new(entry);
             while !er.done() {
                 match er.field()? {
                     (1, p) => {
-                        let Scalar::Str(k) = scalar(Ty::String, p)? else {
+                        let Scalar::Text(k) = scalar(Ty::String, p)? else {
                             return Err(Stop::Malformed);
                         };
-                        key = k;
+                        check_text(std::mem::replace(&mut key, k))?;
                     }
                     (2, Payload::Len(bytes)) => {
                         if value.is_some() {
@@ -1021,7 +1325,7 @@ impl<'a> Renderer<'a> {
                 }
             }
             let start = self.out.len();
-            write_str(self.out, key);
+            write_text(self.out, key)?;
             let key_end = self.out.len();
             self.out.push(b':');
             match value {

@@ -570,6 +570,71 @@ fn damaged_bytes_are_rejected_or_rendered_as_prost_reflect_does() {
     assert!(direct_ok > 1_000, "{direct_ok}");
 }
 
+/// `msg` with its fields encoded one by one, in a random order: later fields of lower
+/// numbers take the renderer's late-field path, the rest its sorted second pass.
+fn shuffled(gen: &mut Gen, msg: &DynamicMessage) -> Vec<u8> {
+    let mut chunks: Vec<Vec<u8>> = msg
+        .fields()
+        .map(|(field, value)| {
+            let mut one = DynamicMessage::new(prost_reflect::ReflectMessage::descriptor(msg));
+            one.set_field(&field, value.clone());
+            one.encode_to_vec()
+        })
+        .collect();
+    gen.rng.shuffle(&mut chunks);
+    chunks.concat()
+}
+
+#[test]
+fn fields_in_any_wire_order_render_as_prost_reflect_renders_them() {
+    let mut gen = Gen {
+        rng: fastrand::Rng::with_seed(0x5eed_0003),
+    };
+    let mut direct_ok = 0;
+    for name in RANDOM_TYPES {
+        let d = desc(name);
+        let plan = ReplyPlan::compile(&d);
+        for _ in 0..150 {
+            let msg = gen.message(&d, 0);
+            let bytes = shuffled(&mut gen, &msg);
+            for opts in &options() {
+                if compare(&d, &plan, &bytes, opts).is_ok() {
+                    direct_ok += 1;
+                }
+            }
+        }
+    }
+    assert!(direct_ok > 5_000, "{direct_ok}");
+}
+
+/// prost-generated code (the demo backend's) writes a oneof after all other fields.
+#[test]
+fn books_encoded_by_prost_generated_code_render_without_falling_back() {
+    use crate::demo::pb::library::v1::Book;
+    let mut gen = Gen {
+        rng: fastrand::Rng::with_seed(0x5eed_0004),
+    };
+    let d = desc("library.v1.Book");
+    let plan = ReplyPlan::compile(&d);
+    let mut late = 0;
+    for _ in 0..300 {
+        let Ok(book) = gen.message(&d, 0).transcode_to::<Book>() else {
+            continue;
+        };
+        if book.format.is_some() && book.state != 0 {
+            late += 1;
+        }
+        let bytes = book.encode_to_vec();
+        for opts in &options() {
+            match compare(&d, &plan, &bytes, opts) {
+                Ok(()) | Err(Stop::Unrenderable) => {}
+                Err(stop) => panic!("{stop:?} for {bytes:?}"),
+            }
+        }
+    }
+    assert!(late > 50, "{late}");
+}
+
 #[test]
 fn the_benchmark_book_renders_as_prost_reflect_renders_it() {
     let body = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/book.json"));
@@ -755,6 +820,26 @@ fn fields_render_in_number_order_whatever_the_wire_order() {
     check("omnigate.test.Book", w().s(14, "L").v(3, 2).s(1, "n"), Direct(r#"{"name":"n","pageCount":2,"label":"L"}"#));
     check("omnigate.test.Author", w().v(2, 7).s(1, "a").v(2, 8), Direct(r#"{"name":"a","authorId":"8"}"#));
     check("library.v1.Book", w().v(24, 2).s(1, "shelves/1/books/1"), Direct(r#"{"name":"shelves/1/books/1","state":"PUBLISHED"}"#));
+    // Late singular fields go into place: first, middle, several, a oneof member, a message.
+    check("omnigate.test.Book", w().s(2, "t").v(3, 4).s(1, "n"), Direct(r#"{"name":"n","title":"t","pageCount":4}"#));
+    check("omnigate.test.Book", w().s(1, "n").v(3, 4).s(2, "t"), Direct(r#"{"name":"n","title":"t","pageCount":4}"#));
+    check("omnigate.test.Book", w().s(14, "L").s(2, "t").s(1, "n").v(3, 4), Direct(r#"{"name":"n","title":"t","pageCount":4,"label":"L"}"#));
+    check("omnigate.test.Book", w().s(14, "L").s(8, "i").m(5, w().s(1, "a")), Direct(r#"{"author":{"name":"a"},"isbn":"i","label":"L"}"#));
+    check("library.v1.Book", w().s(1, "n").v(24, 2).m(20, w().s(1, "matte")), Direct(r#"{"name":"n","paperback":{"coverFinish":"matte"},"state":"PUBLISHED"}"#));
+    // ... or nowhere when they are defaults, or before defaults that wrote nothing.
+    check("omnigate.test.Book", w().s(2, "t").v(3, 0).s(1, ""), Direct(r#"{"title":"t"}"#));
+    check("omnigate.test.Book", w().v(3, 0).s(2, "t"), Direct(r#"{"title":"t"}"#));
+    check("omnigate.test.Book", w().v(3, 0).s(1, "n").v(3, 5), Direct(r#"{"name":"n","pageCount":5}"#));
+    // ... and the last one still wins, in place or late.
+    check("omnigate.test.Book", w().s(2, "t").s(1, "a").s(1, "b"), Direct(r#"{"name":"b","title":"t"}"#));
+    check("omnigate.test.Book", w().s(2, "t").s(1, "a").v(3, 4).s(1, "b"), Direct(r#"{"name":"b","title":"t","pageCount":4}"#));
+    check("omnigate.test.Book", w().v(3, 4).s(8, "i").v(9, 5).s(1, "n"), Direct(r#"{"name":"n","pageCount":4,"ean":"5"}"#));
+    check("omnigate.test.Book", w().v(3, 4).v(9, 5).s(8, "i").s(1, "n"), Direct(r#"{"name":"n","pageCount":4,"isbn":"i"}"#));
+    // Past eight late fields, the message is rendered again from sorted spans.
+    let reversed = w().v(13, 1).f64(12, 1).f32(11, 1).f64(10, 1).f32(9, 1).v(8, 2).v(7, 2).v(6, 1).v(5, 1).v(4, 1).v(3, 1).f32(2, 1.5f32.to_bits()).f64(1, 2.5f64.to_bits());
+    check("omnigate.test.Scalars", reversed, Direct(r#"{"fDouble":2.5,"fFloat":1.5,"fInt32":1,"fInt64":"1","fUint32":1,"fUint64":"1","fSint32":1,"fSint64":"1","fFixed32":1,"fFixed64":"1","fSfixed32":1,"fSfixed64":"1","fBool":true}"#));
+    // A late repeated field joins its earlier run.
+    check("omnigate.test.Book", w().s(4, "a").s(2, "t").s(4, "b").s(1, "n"), Direct(r#"{"name":"n","title":"t","tags":["a","b"]}"#));
 }
 
 #[test]
@@ -850,6 +935,161 @@ fn well_known_types_render_in_their_json_forms() {
     check("google.protobuf.Int64Value", w().v(1, 5), Direct(r#""5""#));
 }
 
+/// Seconds and nanos as a Timestamp's or Duration's wire bytes (negative int32 nanos
+/// sign-extended, as protobuf encodes them).
+fn seconds_nanos(seconds: i64, nanos: i32) -> W {
+    w().v(1, seconds as u64).v(2, i64::from(nanos) as u64)
+}
+
+/// Timestamps at the edges of the years 1 to 9999, around leap days, with every fraction
+/// precision, nanos out of their range (prost-types normalizes them, possibly into year 0 or
+/// 10000) and out-of-range seconds (an error), plus a random sweep: exactly prost-types'
+/// text, or exactly the reference's error.
+#[test]
+fn timestamps_render_as_prost_types_formats_them() {
+    let d = desc("google.protobuf.Timestamp");
+    let plan = ReplyPlan::compile(&d);
+    const MIN: i64 = -62_135_596_800;
+    const MAX: i64 = 253_402_300_799;
+    let seconds = [
+        MIN,
+        MIN + 1,
+        MIN + 86_399,
+        MIN + 86_400,
+        -1,
+        0,
+        1,
+        59,
+        86_399,
+        86_400,
+        // 2000-02-28, 2000-02-29, 2000-03-01, 1900-02-28/03-01, 2100-02-28/03-01, 2024-12-31.
+        951_696_000,
+        951_782_400,
+        951_868_800,
+        -2_203_977_600,
+        -2_203_891_200,
+        4_107_456_000,
+        4_107_542_400,
+        1_735_603_200,
+        1_700_000_000,
+        MAX - 86_400,
+        MAX - 1,
+        MAX,
+        MIN - 1,
+        MAX + 1,
+        i64::MIN,
+        i64::MAX,
+        -1 << 40,
+        1 << 40,
+    ];
+    let nanos = [
+        0,
+        1,
+        -1,
+        1_000,
+        1_000_000,
+        5_000_000,
+        123_456_000,
+        123_456_789,
+        500_000_000,
+        999_999_999,
+        -999_999_999,
+        1_000_000_000,
+        -1_000_000_000,
+        1_999_999_999,
+        i32::MAX,
+        i32::MIN,
+    ];
+    let mut cases: Vec<(i64, i32)> = seconds
+        .iter()
+        .flat_map(|&s| nanos.iter().map(move |&n| (s, n)))
+        .collect();
+    let mut rng = fastrand::Rng::with_seed(0x5eed_0005);
+    cases.extend((0..20_000).map(|_| {
+        let n = [0, 1_000_000 * rng.i32(0..1000), rng.i32(0..1_000_000_000)][rng.usize(..3)];
+        (rng.i64(MIN..=MAX), n)
+    }));
+    for (s, n) in cases {
+        let wire = seconds_nanos(s, n);
+        let got = direct(&plan, &wire.0, &JsonOptions::default());
+        if (MIN..=MAX).contains(&s) {
+            let want = format!(
+                "\"{}\"",
+                prost_types::Timestamp {
+                    seconds: s,
+                    nanos: n
+                }
+            );
+            assert_eq!(String::from_utf8(got.unwrap()).unwrap(), want, "{s} {n}");
+        } else {
+            assert_eq!(got, Err(Stop::Unrenderable), "{s} {n}");
+        }
+        compare(&d, &plan, &wire.0, &JsonOptions::default()).ok();
+    }
+}
+
+/// Durations: zero, each sign, every fraction precision, nanos of the other sign than the
+/// seconds (prost-types takes the sign as sent and the digits normalized), the range's
+/// edges and past them (an error).
+#[test]
+fn durations_render_as_prost_types_formats_them() {
+    let d = desc("google.protobuf.Duration");
+    let plan = ReplyPlan::compile(&d);
+    const MAX: i64 = 315_576_000_000;
+    let seconds = [
+        0,
+        1,
+        -1,
+        59,
+        32_400,
+        -32_400,
+        MAX,
+        -MAX,
+        MAX - 1,
+        MAX + 1,
+        -MAX - 1,
+        i64::MIN,
+        i64::MAX,
+    ];
+    let nanos = [
+        0,
+        1,
+        -1,
+        1_000,
+        -1_000,
+        1_000_000,
+        -1_000_000,
+        500_000_000,
+        -500_000_000,
+        123_456_789,
+        999_999_999,
+        -999_999_999,
+        1_000_000_000,
+        -1_000_000_000,
+        i32::MAX,
+        i32::MIN,
+    ];
+    for s in seconds {
+        for n in nanos {
+            let wire = seconds_nanos(s, n);
+            let got = direct(&plan, &wire.0, &JsonOptions::default());
+            if s.unsigned_abs() <= MAX as u64 && n.unsigned_abs() < 1_000_000_000 {
+                let want = format!(
+                    "\"{}\"",
+                    prost_types::Duration {
+                        seconds: s,
+                        nanos: n
+                    }
+                );
+                assert_eq!(String::from_utf8(got.unwrap()).unwrap(), want, "{s} {n}");
+            } else {
+                assert_eq!(got, Err(Stop::Unrenderable), "{s} {n}");
+            }
+            compare(&d, &plan, &wire.0, &JsonOptions::default()).ok();
+        }
+    }
+}
+
 #[test]
 #[rustfmt::skip]
 fn values_prost_reflect_cannot_render_are_its_errors() {
@@ -898,6 +1138,36 @@ fn malformed_bytes_are_rejected() {
     check("omnigate.test.WellKnown", w().m(13, w().m(1, w().v(2, 1))), Malformed);
     check("omnigate.test.WellKnown", w().m(3, w().v(1, 1)), Malformed);
     check("omnigate.test.WellKnown", w().m(16, w().v(1, 1)), Malformed);
+    // Invalid UTF-8 after a run of plain ASCII, and in strings that lose to a later one
+    // (never written, still checked): a map key or value, a wrapper, a Struct key.
+    check("omnigate.test.Book", w().l(1, b"sixteen bytes ok\xff"), Malformed);
+    check("omnigate.test.Book", w().m(7, w().l(1, [0xff]).s(1, "k").s(2, "v")), Malformed);
+    check("omnigate.test.Book", w().m(7, w().s(1, "k").l(2, [0xc3]).s(2, "v")), Malformed);
+    check("omnigate.test.WellKnown", w().m(11, w().l(1, [0xff]).s(1, "t")), Malformed);
+    check("google.protobuf.Struct", w().m(1, w().l(1, [0xff]).s(1, "k")), Malformed);
+}
+
+/// Strings are copied in eight-byte steps while they are plain ASCII: a character to
+/// escape, or one outside ASCII, at any position and length, still comes out as
+/// serde_json writes it.
+#[test]
+fn strings_render_escaped_wherever_their_special_characters_are() {
+    let d = desc("omnigate.test.Book");
+    let plan = ReplyPlan::compile(&d);
+    for len in 0..40 {
+        for at in 0..len {
+            for special in [
+                "\"", "\\", "\n", "\u{1}", "\u{1f}", "é", "😀", "\u{7f}", " ", "~",
+            ] {
+                let mut text: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+                text.replace_range(at..at + 1, special);
+                let bytes = w().s(1, &text).0;
+                let got = direct(&plan, &bytes, &JsonOptions::default()).unwrap();
+                let want = serde_json::to_vec(&serde_json::json!({ "name": text })).unwrap();
+                assert_eq!(got, want, "{text:?}");
+            }
+        }
+    }
 }
 
 #[test]
