@@ -183,8 +183,8 @@ fn render_reply(
     upstream: &str,
 ) -> Result<(Vec<u8>, Option<String>), Error> {
     if response_body.is_none() && !reply.is_http_body() {
-        // JSON is usually about twice the size of its protobuf.
-        let mut body = Vec::with_capacity(2 * bytes.len() + 16);
+        // `render_reply` sizes the buffer for the reply.
+        let mut body = Vec::new();
         return match wire::render_reply(reply, &bytes, options, &mut body) {
             Ok(()) => Ok((body, None)),
             Err(ReplyError::Decode(e)) => Err(invalid_message(output, &e, upstream)),

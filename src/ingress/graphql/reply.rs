@@ -247,7 +247,12 @@ impl ReplyReader {
     ) -> Result<Value, Error> {
         if let Some(floats) = &self.floats {
             let hint = self.last_len.load(Ordering::Relaxed).min(MAX_HINT);
-            let mut text = Vec::with_capacity(hint.max(2 * bytes.len() + 16));
+            // The last reply's size with some slack; the first time, `render_reply` sizes it
+            // from the protobuf.
+            let mut text = match hint {
+                0 => Vec::new(),
+                hint => Vec::with_capacity(hint + hint / 8 + 64),
+            };
             if wire::render_reply(&method.reply, &bytes, &render_options(), &mut text).is_ok() {
                 self.last_len.store(text.len(), Ordering::Relaxed);
                 let only = selection.map(|s| (self.keys.as_slice(), s.0));

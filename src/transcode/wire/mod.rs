@@ -54,14 +54,9 @@ pub fn render_reply(
 ) -> Result<(), ReplyError> {
     // JSON is usually 1.5 to 2.5 times its protobuf (keys are longer than tags, and most
     // values are short): room for that up front, rather than a `realloc` that copies what
-    // was written. An empty buffer is replaced, so nothing is copied either way.
-    let want = bytes.len().saturating_mul(5) / 2 + 64;
-    if out.capacity() - out.len() < want {
-        if out.is_empty() {
-            *out = Vec::with_capacity(want);
-        } else {
-            out.reserve(want);
-        }
+    // was written. A buffer the caller already sized is used as it is.
+    if out.capacity() == out.len() {
+        out.reserve(bytes.len().saturating_mul(5) / 2 + 64);
     }
     let start = out.len();
     if Renderer::new(plan, opts, out)
