@@ -36,6 +36,15 @@ impl HttpClient {
     }
 }
 
+// Constants, not `from_static` calls: those check the text again on every request.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const HTTP: HeaderValue = HeaderValue::from_static("http");
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
+
 /// How long an idle upstream connection is kept for reuse.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per shard of a pool; more are closed when they come back.
@@ -255,25 +264,25 @@ impl HttpUpstream {
         // The id the client gets back, so both sides log the same one. The `String` becomes the
         // value's buffer: no copy.
         if let Ok(id) = HeaderValue::from_maybe_shared(Bytes::from(id)) {
-            headers.insert(HeaderName::from_static("x-request-id"), id);
+            headers.insert(X_REQUEST_ID, id);
         }
         if let Some(ip) = peer.and_then(|peer| ip_header_value(peer.ip())) {
             append_forwarded_for(&mut headers, &ip);
-            headers.insert(HeaderName::from_static("x-real-ip"), ip);
+            headers.insert(X_REAL_IP, ip);
         }
         headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(if secure { "https" } else { "http" }),
+            X_FORWARDED_PROTO,
+            if secure { HTTPS } else { HTTP },
         );
         let host = host.and_then(|host| HeaderValue::from_maybe_shared(Bytes::from(host)).ok());
         if self.preserve_host {
             if let Some(host) = host {
-                headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+                headers.insert(X_FORWARDED_HOST, host.clone());
                 headers.insert(header::HOST, host);
             }
         } else {
             if let Some(host) = host {
-                headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+                headers.insert(X_FORWARDED_HOST, host);
             }
             headers.insert(header::HOST, self.host.clone());
         }
@@ -393,7 +402,7 @@ fn ip_header_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
 /// Set `X-Forwarded-For` to the incoming list (every line, in order: a list header may
 /// arrive split over several) followed by `ip`.
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
-    let name = HeaderName::from_static("x-forwarded-for");
+    let name = X_FORWARDED_FOR;
     let mut list: Vec<&[u8]> = headers
         .get_all(&name)
         .iter()
