@@ -270,10 +270,7 @@ impl HttpUpstream {
             append_forwarded_for(&mut headers, &ip);
             headers.insert(X_REAL_IP, ip);
         }
-        headers.insert(
-            X_FORWARDED_PROTO,
-            if secure { HTTPS } else { HTTP },
-        );
+        headers.insert(X_FORWARDED_PROTO, if secure { HTTPS } else { HTTP });
         let host = host.and_then(|host| HeaderValue::from_maybe_shared(Bytes::from(host)).ok());
         if self.preserve_host {
             if let Some(host) = host {
@@ -402,23 +399,24 @@ fn ip_header_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
 /// Set `X-Forwarded-For` to the incoming list (every line, in order: a list header may
 /// arrive split over several) followed by `ip`.
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
-    let name = X_FORWARDED_FOR;
-    let mut list: Vec<&[u8]> = headers
-        .get_all(&name)
+    // One lookup: the usual case is a client that is the first hop (no header yet).
+    let mut entry = match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Vacant(vacant) => {
+            vacant.insert(ip.clone());
+            return;
+        }
+        header::Entry::Occupied(occupied) => occupied,
+    };
+    let mut list: Vec<&[u8]> = entry
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .map(str::as_bytes)
         .collect();
-    if list.is_empty() {
-        // The usual case: the client is the first hop.
-        headers.insert(name, ip.clone());
-        return;
-    }
     list.push(ip.as_bytes());
     if let Ok(value) = HeaderValue::from_bytes(&list.join(&b", "[..])) {
-        headers.insert(name, value);
+        entry.insert(value);
     }
 }
 
