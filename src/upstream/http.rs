@@ -36,6 +36,15 @@ impl HttpClient {
     }
 }
 
+// Constants, not `from_static` calls: those check the text again on every request.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const HTTP: HeaderValue = HeaderValue::from_static("http");
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
+
 /// How long an idle upstream connection is kept for reuse.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per shard of a pool; more are closed when they come back.
@@ -252,30 +261,26 @@ impl HttpUpstream {
             ..
         } = request;
         remove_hop_by_hop(&mut headers);
-        // The id the client gets back, so both sides log the same one.
-        insert(&mut headers, "x-request-id", &id);
-        if let Some(peer) = peer {
-            // An IP address is always a valid header value: no copy, no check needed.
-            let ip = HeaderValue::from_maybe_shared(bytes::Bytes::from(peer.ip().to_string()));
-            if let Ok(ip) = ip {
-                append_forwarded_for(&mut headers, &ip);
-                headers.insert(HeaderName::from_static("x-real-ip"), ip);
-            }
+        // The id the client gets back, so both sides log the same one. The `String` becomes the
+        // value's buffer: no copy.
+        if let Ok(id) = HeaderValue::from_maybe_shared(Bytes::from(id)) {
+            headers.insert(X_REQUEST_ID, id);
         }
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(if secure { "https" } else { "http" }),
-        );
-        let host =
-            host.and_then(|host| HeaderValue::from_maybe_shared(bytes::Bytes::from(host)).ok());
-        if let Some(host) = &host {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        if let Some(ip) = peer.and_then(|peer| ip_header_value(peer.ip())) {
+            append_forwarded_for(&mut headers, &ip);
+            headers.insert(X_REAL_IP, ip);
         }
+        headers.insert(X_FORWARDED_PROTO, if secure { HTTPS } else { HTTP });
+        let host = host.and_then(|host| HeaderValue::from_maybe_shared(Bytes::from(host)).ok());
         if self.preserve_host {
             if let Some(host) = host {
+                headers.insert(X_FORWARDED_HOST, host.clone());
                 headers.insert(header::HOST, host);
             }
         } else {
+            if let Some(host) = host {
+                headers.insert(X_FORWARDED_HOST, host);
+            }
             headers.insert(header::HOST, self.host.clone());
         }
 
@@ -361,40 +366,57 @@ impl HttpUpstream {
 
 /// `base_path` + `rest`, never empty and always starting with '/'.
 fn upstream_target(base_path: &str, rest: &str) -> String {
-    let target = format!("{base_path}{rest}");
-    if target.starts_with('/') {
-        target
-    } else {
-        format!("/{target}")
+    let slash = base_path.bytes().chain(rest.bytes()).next() != Some(b'/');
+    let mut target = String::with_capacity(usize::from(slash) + base_path.len() + rest.len());
+    if slash {
+        target.push('/');
     }
+    target.push_str(base_path);
+    target.push_str(rest);
+    target
 }
 
-fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(HeaderName::from_static(name), value);
+/// `ip` as a header value (for `X-Real-IP` and `X-Forwarded-For`).
+///
+/// Keep-alive clients send many requests from one address, so each thread keeps the last
+/// address it formatted: cloning the value only bumps a reference count, where formatting an
+/// address and allocating its text is a visible part of a proxied request's cost.
+fn ip_header_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(std::net::IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
     }
+    LAST.with_borrow_mut(|last| match last {
+        Some((cached, value)) if *cached == ip => Some(value.clone()),
+        _ => {
+            let value = HeaderValue::from_maybe_shared(Bytes::from(ip.to_string())).ok()?;
+            *last = Some((ip, value.clone()));
+            Some(value)
+        }
+    })
 }
 
 /// Set `X-Forwarded-For` to the incoming list (every line, in order: a list header may
 /// arrive split over several) followed by `ip`.
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
-    let name = HeaderName::from_static("x-forwarded-for");
-    let mut list: Vec<&[u8]> = headers
-        .get_all(&name)
+    // One lookup: the usual case is a client that is the first hop (no header yet).
+    let mut entry = match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Vacant(vacant) => {
+            vacant.insert(ip.clone());
+            return;
+        }
+        header::Entry::Occupied(occupied) => occupied,
+    };
+    let mut list: Vec<&[u8]> = entry
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .map(str::as_bytes)
         .collect();
-    if list.is_empty() {
-        // The usual case: the client is the first hop.
-        headers.insert(name, ip.clone());
-        return;
-    }
     list.push(ip.as_bytes());
     if let Ok(value) = HeaderValue::from_bytes(&list.join(&b", "[..])) {
-        headers.insert(name, value);
+        entry.insert(value);
     }
 }
 
@@ -469,6 +491,14 @@ mod tests {
         check("/base", "?a=1", "/base?a=1");
         check("/base", "/", "/base/");
         check("/base", "/x", "/base/x");
+    }
+
+    #[test]
+    fn each_client_address_gets_its_own_header_value_even_when_addresses_alternate() {
+        for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.1", "::1", "::1", "10.0.0.2"] {
+            let value = ip_header_value(ip.parse().unwrap()).unwrap();
+            assert_eq!(value, ip);
+        }
     }
 
     #[test]
