@@ -296,6 +296,92 @@ async fn calls_go_round_robin_over_a_backends_urls_skipping_one_that_is_down() {
     );
 }
 
+/// A gRPC backend on `h2` that answers every call with `book`, and after its first answer on a
+/// connection sends GOAWAY (as a server shutting down gracefully does) and then takes no
+/// more calls on it, without closing it. Returns its URL and how many connections it took.
+async fn goaway_after_one_call(book: Vec<u8>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let book = book.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                let mut answered = false;
+                // Serves what arrives until a short while after GOAWAY went out, then holds
+                // the connection open without reading from it.
+                loop {
+                    let next = if answered {
+                        match tokio::time::timeout(Duration::from_millis(200), conn.accept()).await
+                        {
+                            Ok(next) => next,
+                            Err(_) => break,
+                        }
+                    } else {
+                        conn.accept().await
+                    };
+                    let Some(Ok((_request, mut respond))) = next else {
+                        break;
+                    };
+                    let response = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(())
+                        .expect("response");
+                    let Ok(mut stream) = respond.send_response(response, false) else {
+                        break;
+                    };
+                    let _ = stream.send_data(Bytes::from(framed(0, &book)), false);
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let _ = stream.send_trailers(trailers);
+                    if !answered {
+                        conn.graceful_shutdown();
+                        answered = true;
+                    }
+                }
+                std::future::pending::<()>().await;
+                drop(conn);
+            });
+        }
+    });
+    (url, connections)
+}
+
+#[tokio::test]
+async fn calls_after_a_backends_goaway_go_to_a_new_connection() {
+    use prost::Message as _;
+    let book = omnigate::demo::pb::library::v1::Book {
+        name: "shelves/1/books/1".into(),
+        title: "After GOAWAY".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let (url, connections) = goaway_after_one_call(book).await;
+    let mut config = http_only(Vec::new());
+    config.grpc = vec![grpc_backend(
+        "library",
+        &url,
+        &["descriptors/library.binpb"],
+    )];
+    let gw = gateway(config).await;
+    for i in 0..4 {
+        let r = get(&gw.url("/v1/shelves/1/books/1")).await;
+        assert_eq!(r.status, 200, "call {i}: {}", r.text());
+        assert_eq!(r.json()["title"], "After GOAWAY", "call {i}");
+    }
+    // Every connection takes one call (two if a call raced its GOAWAY).
+    let opened = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(opened >= 2, "{opened} connection(s) for 4 calls");
+}
+
 #[tokio::test]
 async fn an_unreachable_grpc_upstream_answers_502() {
     let closed = closed_port_url().await;
