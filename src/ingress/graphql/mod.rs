@@ -17,6 +17,7 @@ mod schema;
 pub mod sse;
 pub mod ws;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -453,12 +454,29 @@ fn operation_type(
     }
 }
 
+/// The length of the last JSON response body (a hint for the next one's buffer).
+static LAST_RESPONSE_LEN: AtomicUsize = AtomicUsize::new(0);
+/// The largest buffer reserved from [`LAST_RESPONSE_LEN`].
+const MAX_RESPONSE_HINT: usize = 64 * 1024;
+
 fn json_response<T: serde::Serialize>(
     status: StatusCode,
     body: &T,
     graphql_response: bool,
 ) -> Response {
-    let body = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    // Sized like the last response (serde_json's own buffer starts at 128 bytes and grows by
+    // doubling, a copy each time).
+    let hint = LAST_RESPONSE_LEN
+        .load(Ordering::Relaxed)
+        .min(MAX_RESPONSE_HINT);
+    let mut buffer = Vec::with_capacity(hint + hint / 8 + 64);
+    let body = match serde_json::to_writer(&mut buffer, body) {
+        Ok(()) => {
+            LAST_RESPONSE_LEN.store(buffer.len(), Ordering::Relaxed);
+            buffer
+        }
+        Err(_) => b"{}".to_vec(),
+    };
     let content_type = if graphql_response {
         GRAPHQL_RESPONSE
     } else {

@@ -362,7 +362,15 @@ impl<'a> Reader<'a> {
             if self.peek()? != b'"' {
                 return None;
             }
-            let key = self.string()?;
+            // The key is borrowed from the text (allocated only when kept), unless escaped.
+            let start = self.pos;
+            let key: std::borrow::Cow<'a, str> = match self.skip_string()? {
+                Some(key) => key.into(),
+                None => {
+                    self.pos = start;
+                    self.string()?.into()
+                }
+            };
             self.eat(b':')?;
             let inner = self.inner(slot, &key)?;
             let skipped = only.is_some_and(|(keys, bits)| {
@@ -379,7 +387,7 @@ impl<'a> Reader<'a> {
                 self.skip(inner, depth)?;
             } else {
                 let value = self.value(inner, depth)?;
-                map.insert(key, value);
+                map.insert(key.into_owned(), value);
             }
             match self.peek()? {
                 b',' => self.pos += 1,
@@ -862,6 +870,23 @@ message Holder { optional Ext ext = 1; }
         let bad = br#"{"name":"n","children":[{"name":"\x"}]}"#;
         let name = reader.selection(["name"].into_iter()).unwrap();
         assert_eq!(parse(bad, &floats, Some((&reader.keys, name.0))), None);
+    }
+
+    #[test]
+    fn escaped_keys_read_unescaped_and_are_matched_against_the_selection() {
+        let tree = desc("reply.Tree");
+        let reader = ReplyReader::new(&tree);
+        let floats = Floats::compile(&tree).unwrap();
+        let text = br#"{"n\u0061me":"a","x\"y":1,"leaf":{"w\u0065ight":0.5}}"#;
+        assert_eq!(
+            parse(text, &floats, None),
+            Some(json!({"name": "a", "x\"y": 1, "leaf": {"weight": 0.5}}))
+        );
+        let name = reader.selection(["name"].into_iter()).unwrap();
+        assert_eq!(
+            parse(text, &floats, Some((&reader.keys, name.0))),
+            Some(json!({"name": "a", "x\"y": 1}))
+        );
     }
 
     #[test]
