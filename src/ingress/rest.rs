@@ -18,6 +18,8 @@ use crate::pipeline;
 use crate::request::{body_from, full_body, parse_grpc_timeout, Body, Protocol, Request};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+// A name rather than a `&str` key, which would be parsed and checked on every request.
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// The axum fallback: used when the app also mounts other ingresses (GraphQL).
 pub async fn handle(
@@ -96,7 +98,7 @@ pub fn normalize(request: http::Request<Body>, peer: Option<SocketAddr>) -> Requ
         .or_else(|| parts.uri.authority().map(|a| a.to_string()));
     let deadline = parts
         .headers
-        .get("grpc-timeout")
+        .get(&GRPC_TIMEOUT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
         .map(|timeout| Instant::now() + timeout);
