@@ -4,12 +4,14 @@
 //! shutdown: then the listener is closed, in-flight requests get up to the grace period to
 //! finish, connections still open after it are closed, and `run` returns.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -17,7 +19,6 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
@@ -47,8 +48,7 @@ fn routed(gateway: Arc<Gateway>, graphql: Option<Arc<GraphqlState>>) -> axum::Ro
 /// (GraphQL over HTTP, WebSocket upgrades, SSE, GraphiQL); every other request is REST, which
 /// hyper hands to the REST ingress directly, without axum's routing, boxed services and second
 /// boxing of both bodies. Same responses: the router would send those requests to the same
-/// REST fallback.
-#[derive(Clone)]
+/// REST fallback. Shared behind one `Arc`: each request clones that, not every field.
 struct App {
     gateway: Arc<Gateway>,
     /// The GraphQL path and the router that serves it, when GraphQL is configured.
@@ -56,21 +56,22 @@ struct App {
 }
 
 impl App {
-    fn new(gateway: Arc<Gateway>) -> Result<App, Vec<BuildError>> {
+    fn new(gateway: Arc<Gateway>) -> Result<Arc<App>, Vec<BuildError>> {
         let graphql = GraphqlState::new(gateway.clone())?.map(|graphql| {
             let path: Arc<str> = graphql.path().into();
             (path, routed(gateway.clone(), Some(graphql)))
         });
-        Ok(App { gateway, graphql })
+        Ok(Arc::new(App { gateway, graphql }))
     }
 
     async fn serve(
-        self,
+        self: Arc<App>,
         request: http::Request<hyper::body::Incoming>,
         peer: SocketAddr,
     ) -> http::Response<ReplyBody> {
-        match self.graphql {
-            Some((path, router)) if request.uri().path() == &*path => {
+        match &self.graphql {
+            Some((path, router)) if request.uri().path() == &**path => {
+                let router = router.clone();
                 let mut request = request.map(axum::body::Body::new);
                 request
                     .extensions_mut()
@@ -232,7 +233,7 @@ pub async fn run_per_core(
 fn start(
     gateway: &Arc<Gateway>,
     stop: &tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<App> {
+) -> std::io::Result<Arc<App>> {
     gateway.spawn_refresh(stop.clone());
     App::new(gateway.clone()).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -244,14 +245,14 @@ fn start(
 /// drain for at most `grace`.
 async fn accept_loop(
     listener: TcpListener,
-    app: App,
+    app: Arc<App>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Extended CONNECT, for WebSocket over HTTP/2 (as `axum::serve` enables it).
     builder.http2().enable_connect_protocol();
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::default();
     let mut connections = JoinSet::new();
 
     loop {
@@ -279,7 +280,8 @@ async fn accept_loop(
                 let connection = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
-                let connection = graceful.watch(connection);
+                let connection =
+                    drain.watch(connection, |connection| connection.graceful_shutdown());
                 connections.spawn(async move {
                     if let Err(error) = connection.await {
                         tracing::debug!(%peer, %error, "Connection ended with an error.");
@@ -293,7 +295,9 @@ async fn accept_loop(
     // WebSocket sessions outlive their connection: they were told to close (`closing`) and
     // are waited for in the same grace period.
     let drained = async {
-        graceful.shutdown().await;
+        drain.stop();
+        // A connection's task ends when it has finished gracefully (or failed).
+        while connections.join_next().await.is_some() {}
         app.gateway.sessions_closed().await;
     };
     tokio::select! {
@@ -304,4 +308,103 @@ async fn accept_loop(
     }
     connections.shutdown().await;
     Ok(())
+}
+
+/// Tells every connection of one accept loop to finish gracefully (hyper's
+/// `graceful_shutdown`: an idle connection closes, a busy one after its in-flight requests).
+///
+/// Same behaviour as hyper-util's `GracefulShutdown`, which polls a watch channel's `Notified`
+/// (a mutex lock) on every poll of every connection. Here a poll checks a flag and whether the
+/// task's waker is still the one registered (it always is for a spawned task); the registry
+/// lock is taken once per connection, and once more at shutdown.
+#[derive(Default)]
+struct Drain {
+    shared: Arc<DrainShared>,
+}
+
+#[derive(Default)]
+struct DrainShared {
+    stopping: AtomicBool,
+    next_id: AtomicU64,
+    /// The waker of every connection being served, to wake the idle ones at shutdown.
+    wakers: Mutex<HashMap<u64, Waker>>,
+}
+
+impl Drain {
+    /// `connection`, told to finish gracefully (`graceful_shutdown`) once [`Drain::stop`] is
+    /// called.
+    fn watch<C: Future>(
+        &self,
+        connection: C,
+        graceful_shutdown: fn(Pin<&mut C>),
+    ) -> impl Future<Output = C::Output> {
+        let mut watcher = Watcher {
+            id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
+            shared: self.shared.clone(),
+            registered: None,
+            told: false,
+        };
+        async move {
+            let mut connection = std::pin::pin!(connection);
+            std::future::poll_fn(|cx| {
+                if watcher.should_stop(cx) {
+                    graceful_shutdown(connection.as_mut());
+                }
+                connection.as_mut().poll(cx)
+            })
+            .await
+        }
+    }
+
+    fn stop(&self) {
+        // Set before the wakers are taken: a connection registering after this sees the flag.
+        self.shared.stopping.store(true, Ordering::Release);
+        let wakers = lock(&self.shared.wakers);
+        for waker in wakers.values() {
+            waker.wake_by_ref();
+        }
+    }
+}
+
+/// One connection's side of a [`Drain`].
+struct Watcher {
+    id: u64,
+    shared: Arc<DrainShared>,
+    /// The waker last put in the registry (compared without the lock on each poll).
+    registered: Option<Waker>,
+    /// Whether the connection was already told to finish.
+    told: bool,
+}
+
+impl Watcher {
+    /// True once, the first time it is polled after [`Drain::stop`].
+    fn should_stop(&mut self, cx: &Context<'_>) -> bool {
+        if self.told {
+            return false;
+        }
+        if !self
+            .registered
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            lock(&self.shared.wakers).insert(self.id, cx.waker().clone());
+            self.registered = Some(cx.waker().clone());
+        }
+        self.told = self.shared.stopping.load(Ordering::Acquire);
+        self.told
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if self.registered.is_some() {
+            lock(&self.shared.wakers).remove(&self.id);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

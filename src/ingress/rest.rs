@@ -18,6 +18,8 @@ use crate::pipeline;
 use crate::request::{body_from, full_body, parse_grpc_timeout, Body, Protocol, Request};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+// A name rather than a `&str` key, which would be parsed and checked on every request.
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// The axum fallback: used when the app also mounts other ingresses (GraphQL).
 pub async fn handle(
@@ -37,33 +39,45 @@ pub async fn handle(
 /// Serve one [`normalize`]d REST request (the server calls this directly when REST is the
 /// only ingress, axum through [`handle`] otherwise).
 pub async fn serve(gateway: &Gateway, request: Request) -> crate::request::Response {
-    let id = request.id.clone();
+    // The id's response header, made now rather than from a clone of the id afterwards: one
+    // copy instead of two. (Always valid: `normalize` takes the id from a valid header value or
+    // generates it.)
+    let id_value = HeaderValue::from_str(&request.id).ok();
     // Only what the debug line needs, and only when it will be written.
     let debug = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (Instant::now(), request.method.clone(), request.uri.clone()));
     let mut response = match pipeline::serve(gateway, request).await {
         Ok(response) => response,
         Err(error) => {
-            error.log(&id);
+            error.log(id_text(id_value.as_ref()));
             render_error(&error)
         }
     };
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Some((started, method, uri)) = debug {
+        tracing::debug!(request_id = id_text(id_value.as_ref()), %method, path = uri.path(), status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "Request served.");
+    }
+    if let Some(value) = id_value {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
-    if let Some((started, method, uri)) = debug {
-        tracing::debug!(request_id = %id, %method, path = uri.path(), status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "Request served.");
-    }
     response
+}
+
+/// The request id for logs, from its header value.
+fn id_text(value: Option<&HeaderValue>) -> &str {
+    value
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
 }
 
 /// A random (version 4) UUID for a request that brought no id. The bytes come from a fast
 /// per-thread generator rather than the OS (one `getrandom` syscall per request): an id only
 /// has to be unique enough to correlate logs, not unpredictable.
 fn new_request_id() -> String {
-    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
-        .into_uuid()
-        .to_string()
+    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+    // Encoded into a buffer rather than through `Display`, which goes through the formatter.
+    id.hyphenated()
+        .encode_lower(&mut uuid::Uuid::encode_buffer())
+        .to_owned()
 }
 
 /// HTTP request → internal request (its body already an internal [`Body`]: see
@@ -84,7 +98,7 @@ pub fn normalize(request: http::Request<Body>, peer: Option<SocketAddr>) -> Requ
         .or_else(|| parts.uri.authority().map(|a| a.to_string()));
     let deadline = parts
         .headers
-        .get("grpc-timeout")
+        .get(&GRPC_TIMEOUT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
         .map(|timeout| Instant::now() + timeout);

@@ -126,11 +126,10 @@ pub fn find<'a>(
             return Err(Error::invalid(variable.clone(), e.to_string()));
         }
     }
-    let host = host.map(strip_port);
     if let Some(route) = table
         .http
         .iter()
-        .find(|r| host_matches(r.host.as_deref(), host) && prefix_matches(&r.prefix, path))
+        .find(|r| prefix_matches(&r.prefix, path) && host_matches(r.host.as_deref(), host))
     {
         return Ok(Target::Http {
             route,
@@ -168,9 +167,13 @@ fn strip_port(host: &str) -> &str {
     })
 }
 
+/// Whether `host` (a `Host` header, port included) is one `pattern` names. The port is only
+/// stripped here, for routes that name a host: most name none.
 fn host_matches(pattern: Option<&str>, host: Option<&str>) -> bool {
     let Some(pattern) = pattern else { return true };
-    let Some(host) = host else { return false };
+    let Some(host) = host.map(strip_port) else {
+        return false;
+    };
     match pattern.strip_prefix("*.") {
         Some(suffix) => host
             .split_once('.')
@@ -198,10 +201,15 @@ fn rewrite(route: &HttpRoute, uri: &http::Uri) -> String {
     } else {
         path
     };
-    match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
+    // Pushed rather than `format!`ed: this runs for every proxied request.
+    let query = uri.query();
+    let mut target = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+    target.push_str(path);
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(query);
     }
+    target
 }
 
 /// Sort HTTP routes into match order: the most specific host first (an exact name beats a
