@@ -250,6 +250,12 @@ async fn accept_loop(
     grace: Duration,
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Slow-header clients (and idle keep-alive connections) are closed after this; the timer
+    // is what makes hyper enforce it.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(app.gateway.settings.header_read_timeout);
     // Extended CONNECT, for WebSocket over HTTP/2 (as `axum::serve` enables it).
     builder.http2().enable_connect_protocol();
     let drain = Drain::default();

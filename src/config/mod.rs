@@ -59,6 +59,11 @@ pub struct LimitsConfig {
     /// Deepest JSON nesting accepted in a request body.
     #[serde(default = "default_max_depth")]
     pub max_json_depth: usize,
+    /// How long an HTTP/1 client may take to send a request's headers, counted from when the
+    /// connection is ready for the next request (so also how long an idle keep-alive
+    /// connection stays open). A client too slow is disconnected.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: String,
 }
 
 impl Default for LimitsConfig {
@@ -66,12 +71,17 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_body_bytes: default_max_body(),
             max_json_depth: default_max_depth(),
+            header_read_timeout: default_header_read_timeout(),
         }
     }
 }
 
 fn default_max_body() -> u64 {
     1024 * 1024
+}
+
+fn default_header_read_timeout() -> String {
+    "30s".to_string()
 }
 
 fn default_max_depth() -> usize {

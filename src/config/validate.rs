@@ -26,6 +26,8 @@ pub struct Settings {
     /// Request headers forwarded as metadata besides `authorization` and `x-request-id`.
     pub forward_headers: Vec<HeaderName>,
     pub shutdown_grace: Duration,
+    /// HTTP/1 clients get this long to send a request's headers (`limits.header_read_timeout`).
+    pub header_read_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,6 +205,13 @@ pub fn validate_all(
         }
     }
     let shutdown_grace = check.duration("shutdown_grace", &config.shutdown_grace);
+    let header_read_timeout = check.duration(
+        "limits.header_read_timeout",
+        &config.limits.header_read_timeout,
+    );
+    if header_read_timeout.is_some_and(|t| t.is_zero()) {
+        check.fail("limits.header_read_timeout", "must be greater than 0");
+    }
 
     let mut names = std::collections::HashMap::new();
     let mut grpc = Vec::new();
@@ -380,6 +389,7 @@ pub fn validate_all(
         auto_mapping: t.auto_mapping,
         forward_headers,
         shutdown_grace: shutdown_grace.unwrap_or(Duration::from_secs(10)),
+        header_read_timeout: header_read_timeout.unwrap_or(Duration::from_secs(30)),
     };
     let validated = Validated {
         settings,

@@ -187,6 +187,16 @@ async fn each_mistake_is_reported_at_its_file_line_and_key_with_the_fix() {
             vec!["gw.yaml:5:5: grpc[0].timeout: invalid duration \"soon\": * (write e.g. 500ms, 5s or 1m)"],
         ),
         (
+            "a header read timeout that is no duration",
+            "limits:\n  header_read_timeout: forever\n".into(),
+            vec!["gw.yaml:2:3: limits.header_read_timeout: invalid duration \"forever\": * (write e.g. 500ms, 5s or 1m)"],
+        ),
+        (
+            "a zero header read timeout",
+            "limits:\n  header_read_timeout: 0s\n".into(),
+            vec!["gw.yaml:2:3: limits.header_read_timeout: must be greater than 0"],
+        ),
+        (
             "bad URLs",
             "http:\n  - prefix: /a\n    url: 127.0.0.1:5000\n  - prefix: /b\n    url: http://exa mple\n".into(),
             vec![

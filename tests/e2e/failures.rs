@@ -780,3 +780,35 @@ async fn a_body_passing_the_limit_after_a_streaming_upstream_answered_never_look
     }
     still_serving(&gw.url("/http/reviews")).await;
 }
+
+#[tokio::test]
+async fn a_client_that_sends_its_headers_too_slowly_is_disconnected() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let d = crate::support::demo_with(|c| c.limits.header_read_timeout = "300ms".into()).await;
+    let address = d
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut slow = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    // Half a request, then nothing: the connection is closed once the timeout passes.
+    slow.write_all(b"GET /reviews/1 HTTP/1.1\r\nhost: gw\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "still open 10 s after a 300 ms header timeout"
+    );
+    assert!(
+        !String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"),
+        "the half request was served: {}",
+        String::from_utf8_lossy(&buf)
+    );
+    // A client that sends its request in time is served as usual.
+    let r = get(&d.url("/reviews/1")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
