@@ -5,8 +5,8 @@
 //!
 //! Architecture Invariant: no axum, async-graphql, tonic or hyper-client type appears here, so
 //! a policy written against [`Request`] works for REST, GraphQL and WebSocket alike. ([`Body`]
-//! keeps hyper's server-side body and the HTTP proxy's upstream reply body inside it, privately,
-//! only to spare them a box: stages see an `http_body::Body` and nothing else.)
+//! keeps hyper's server-side body inside it, privately, only to spare it a box: stages see an
+//! `http_body::Body` and nothing else.)
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -19,14 +19,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A streaming HTTP body, as it travels between stages (never buffered unless a stage must).
 ///
-/// The shapes nearly every request and reply has, a body as hyper received it, a proxied
-/// upstream reply and one buffer, are held as they are; anything else is boxed. (A box per body
-/// was a sixth of the allocations of a proxied request.)
+/// The two shapes nearly every request and reply has, a body as hyper received it and one
+/// buffer, are held as they are; anything else is boxed. (A box per body was a sixth of the
+/// allocations of a proxied request.)
 pub struct Body(Kind);
 
 enum Kind {
     Incoming(hyper::body::Incoming),
-    Proxied(crate::upstream::http::Returning),
     Full(http_body_util::Full<Bytes>),
     Boxed(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>),
 }
@@ -35,11 +34,6 @@ impl Body {
     /// A body as hyper's server received it.
     pub fn incoming(body: hyper::body::Incoming) -> Body {
         Body(Kind::Incoming(body))
-    }
-
-    /// A reply body of the HTTP proxy's upstream.
-    pub(crate) fn proxied(body: crate::upstream::http::Returning) -> Body {
-        Body(Kind::Proxied(body))
     }
 }
 
@@ -53,7 +47,6 @@ impl std::fmt::Debug for Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self.0 {
             Kind::Incoming(_) => "Body::Incoming",
-            Kind::Proxied(_) => "Body::Proxied",
             Kind::Full(_) => "Body::Full",
             Kind::Boxed(_) => "Body::Boxed",
         })
@@ -72,7 +65,6 @@ impl http_body::Body for Body {
         // Every variant is `Unpin`.
         match &mut self.get_mut().0 {
             Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
-            Kind::Proxied(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
             Kind::Full(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
@@ -83,7 +75,6 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match &self.0 {
             Kind::Incoming(body) => body.is_end_stream(),
-            Kind::Proxied(body) => body.is_end_stream(),
             Kind::Full(body) => body.is_end_stream(),
             Kind::Boxed(body) => body.is_end_stream(),
         }
@@ -92,7 +83,6 @@ impl http_body::Body for Body {
     fn size_hint(&self) -> http_body::SizeHint {
         match &self.0 {
             Kind::Incoming(body) => body.size_hint(),
-            Kind::Proxied(body) => body.size_hint(),
             Kind::Full(body) => body.size_hint(),
             Kind::Boxed(body) => body.size_hint(),
         }

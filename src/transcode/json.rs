@@ -547,7 +547,7 @@ fn wrapper_scalar(full_name: &str) -> Option<Kind> {
 }
 
 /// Types prost-reflect maps to something other than a plain object of fields.
-fn has_special_json(full_name: &str) -> bool {
+pub(crate) fn has_special_json(full_name: &str) -> bool {
     matches!(
         full_name,
         "google.protobuf.Any"

@@ -179,15 +179,16 @@ impl GrpcUpstream {
                 });
             }
         }
-        let request_error: RequestError = Arc::default();
-        // Stops the task that streams the request messages once the call is over or dropped.
-        let mut guard = None;
+        // Set for a streaming request: its first error, and the guard that stops its task.
+        let mut request_stream: Option<RequestStream> = None;
 
         let mut request = http::Request::new(());
         *request.method_mut() = http::Method::POST;
         let headers = request.headers_mut();
         *headers = metadata;
-        strip_connection_specific(headers);
+        // HTTP/2 forbids connection-specific headers (RFC 9113 §8.2.2); `h2` refuses a request
+        // carrying any.
+        super::http::remove_hop_by_hop(headers);
         headers.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
@@ -214,18 +215,18 @@ impl GrpcUpstream {
             match messages {
                 RequestMessages::One(framed) => stream.send_data(framed, true).map_err(broken)?,
                 RequestMessages::Stream(messages) => {
-                    let request_stream = CancellationToken::new();
-                    guard = Some(request_stream.clone().drop_guard());
-                    let pump = stream_request(
-                        stream,
-                        messages,
-                        self.max_message_bytes,
-                        request_error.clone(),
-                    );
+                    let stop = CancellationToken::new();
+                    let error = RequestError::default();
+                    let pump =
+                        stream_request(stream, messages, self.max_message_bytes, error.clone());
+                    request_stream = Some(RequestStream {
+                        error,
+                        _stop: stop.clone().drop_guard(),
+                    });
                     tokio::spawn(async move {
                         tokio::select! {
                             () = pump => {}
-                            () = request_stream.cancelled() => {}
+                            () = stop.cancelled() => {}
                         }
                     });
                 }
@@ -236,14 +237,14 @@ impl GrpcUpstream {
             Ok(response) => response,
             // A request stream that failed (a bad NDJSON line, a body over the limit) makes the
             // call fail too; the client must hear about its own mistake, not a broken upstream.
-            Err(error) => return Err(taken(&request_error).unwrap_or(error)),
+            Err(error) => return Err(taken(&request_stream).unwrap_or(error)),
         };
         let (parts, body) = response.into_parts();
         // Trailers-only answers carry the status in the headers.
         if parts.headers.contains_key(GRPC_STATUS) {
             if let Some(status) = parse_status(parts.headers.clone()) {
                 if status.code != Code::Ok || !is_grpc(&parts.headers) {
-                    return Err(taken(&request_error).unwrap_or_else(|| status.into_error()));
+                    return Err(taken(&request_stream).unwrap_or_else(|| status.into_error()));
                 }
             }
         }
@@ -269,8 +270,7 @@ impl GrpcUpstream {
                 done: false,
                 deadline,
                 max_message_bytes: self.max_message_bytes,
-                request_error,
-                _request_stream: guard,
+                request_stream,
             },
         })
     }
@@ -448,8 +448,15 @@ pub fn framed(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
 /// reset itself.
 type RequestError = Arc<Mutex<Option<Error>>>;
 
-fn taken(slot: &RequestError) -> Option<Error> {
-    slot.lock().ok().and_then(|mut e| e.take())
+/// What a call keeps of its streaming request: the stream's first error, and the guard that
+/// stops the task sending it once the call is over or dropped.
+struct RequestStream {
+    error: RequestError,
+    _stop: DropGuard,
+}
+
+fn taken(stream: &Option<RequestStream>) -> Option<Error> {
+    stream.as_ref()?.error.lock().ok()?.take()
 }
 
 /// Send the request messages of a streaming call as they come, framed, with backpressure: the
@@ -557,19 +564,6 @@ fn cut_short(error: &Error) -> bool {
     }
 }
 
-/// Headers HTTP/2 forbids (RFC 9113 §8.2.2); `h2` refuses a request carrying any of them.
-fn strip_connection_specific(headers: &mut HeaderMap) {
-    use http::header::{CONNECTION, TRANSFER_ENCODING, UPGRADE};
-    const NAMES: [HeaderName; 5] = [
-        CONNECTION,
-        TRANSFER_ENCODING,
-        UPGRADE,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ];
-    remove_names(headers, &NAMES);
-}
-
 fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
@@ -591,12 +585,8 @@ fn strip_reserved(headers: &mut HeaderMap) {
         DATE,
         TE,
     ];
-    remove_names(headers, &RESERVED);
-}
-
-/// Remove every header named in `names`; most maps hold none of them, or only them.
-fn remove_names(headers: &mut HeaderMap, names: &[HeaderName]) {
-    let found = headers.keys().filter(|key| names.contains(key)).count();
+    // Most maps hold none of them, or only them: one scan instead of nine hashed removals.
+    let found = headers.keys().filter(|key| RESERVED.contains(key)).count();
     if found == 0 {
         return;
     }
@@ -604,7 +594,7 @@ fn remove_names(headers: &mut HeaderMap, names: &[HeaderName]) {
         headers.clear();
         return;
     }
-    for name in names {
+    for name in &RESERVED {
         headers.remove(name);
     }
 }
@@ -706,9 +696,8 @@ pub struct Messages {
     done: bool,
     deadline: Option<Deadline>,
     max_message_bytes: usize,
-    request_error: RequestError,
-    /// Ends the request stream's task (if any) when the reply is dropped.
-    _request_stream: Option<DropGuard>,
+    /// A streaming request's error slot; dropping it ends the stream's task.
+    request_stream: Option<RequestStream>,
 }
 
 impl Messages {
@@ -760,7 +749,7 @@ impl Messages {
 
     fn broke(&mut self, error: &h2::Error) -> Error {
         self.done = true;
-        if let Some(error) = taken(&self.request_error) {
+        if let Some(error) = taken(&self.request_stream) {
             return error;
         }
         Error::UpstreamUnavailable {
@@ -789,13 +778,13 @@ impl Messages {
             return Err(self.protocol("stream ended inside a message"));
         }
         let Some(status) = trailers.and_then(parse_status) else {
-            if let Some(error) = taken(&self.request_error) {
+            if let Some(error) = taken(&self.request_stream) {
                 return Err(error);
             }
             return Err(self.protocol("stream ended without grpc-status"));
         };
         if status.code != Code::Ok {
-            return Err(taken(&self.request_error).unwrap_or_else(|| status.into_error()));
+            return Err(taken(&self.request_stream).unwrap_or_else(|| status.into_error()));
         }
         self.trailers = status.trailers;
         Ok(None)

@@ -22,7 +22,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 use crate::error::Error;
-use crate::request::{Body, BoxError, Request, Response};
+use crate::request::{body_from, Body, BoxError, Request, Response};
 
 /// Connection settings every HTTP upstream shares.
 #[derive(Clone, Debug)]
@@ -131,9 +131,8 @@ async fn connect(
 }
 
 /// An upstream response body that gives its connection back to the pool once it has been
-/// read to the end (a body dropped earlier takes the connection down with it). Held in the
-/// internal [`Body`] as it is, without a box.
-pub(crate) struct Returning {
+/// read to the end (a body dropped earlier takes the connection down with it).
+struct Returning {
     body: Incoming,
     home: Option<(SendRequest<Body>, Arc<Pool>)>,
 }
@@ -327,7 +326,7 @@ impl HttpUpstream {
             body,
             home: Some((sender, self.pool.clone())),
         };
-        Ok(http::Response::from_parts(parts, Body::proxied(body)))
+        Ok(http::Response::from_parts(parts, body_from(body)))
     }
 
     /// Send `request` on an idle pooled connection, or on a new one when none is left. A

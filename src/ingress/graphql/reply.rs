@@ -28,7 +28,7 @@ use serde_json::{Map, Number, Value};
 use super::schema::to_json;
 use crate::error::Error;
 use crate::router::GrpcMethod;
-use crate::transcode::json::JsonOptions;
+use crate::transcode::json::{self, JsonOptions};
 use crate::transcode::{rest, wire};
 
 /// The largest buffer reserved from [`ReplyReader::last_len`] alone.
@@ -74,25 +74,13 @@ enum Slot {
     MessageMap(u32),
 }
 
-/// Well-known types whose JSON form is not an object of their fields (`Any` aside).
+/// Well-known types whose JSON form is not an object of their fields (`Any` aside: callers
+/// decode replies that can hold one).
 fn special(full_name: &str) -> Option<Slot> {
     match full_name {
         "google.protobuf.FloatValue" => Some(Slot::Float),
-        "google.protobuf.Timestamp"
-        | "google.protobuf.Duration"
-        | "google.protobuf.FieldMask"
-        | "google.protobuf.Struct"
-        | "google.protobuf.Value"
-        | "google.protobuf.ListValue"
-        | "google.protobuf.Empty"
-        | "google.protobuf.DoubleValue"
-        | "google.protobuf.Int64Value"
-        | "google.protobuf.UInt64Value"
-        | "google.protobuf.Int32Value"
-        | "google.protobuf.UInt32Value"
-        | "google.protobuf.BoolValue"
-        | "google.protobuf.StringValue"
-        | "google.protobuf.BytesValue" => Some(Slot::Plain),
+        "google.protobuf.Any" => None,
+        name if json::has_special_json(name) => Some(Slot::Plain),
         _ => None,
     }
 }
