@@ -158,26 +158,40 @@ pub async fn run(
 
 /// Bind `address` once per available core, every socket with `SO_REUSEPORT` so that the
 /// kernel spreads new connections over them (port 0: the first one picks the port).
+///
+/// `SO_REUSEPORT` would also let a second process of the same user join a port already in
+/// use (a second gateway started by mistake would silently take half the connections), so a
+/// fixed port is first bound once without it: a port in use fails with `AddrInUse`.
 pub fn bind_per_core(address: SocketAddr) -> std::io::Result<Vec<std::net::TcpListener>> {
+    if address.port() != 0 {
+        drop(tcp_socket(address, false)?);
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(cores);
     let mut address = address;
     for _ in 0..cores {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(address),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&address.into())?;
+        let socket = tcp_socket(address, true)?;
         socket.listen(1024)?;
         let listener: std::net::TcpListener = socket.into();
         address = listener.local_addr()?;
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// A non-blocking TCP socket bound to `address` (`SO_REUSEADDR`, so that connections of an
+/// earlier run in TIME-WAIT do not block the port).
+fn tcp_socket(address: SocketAddr, reuse_port: bool) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    Ok(socket)
 }
 
 /// [`run`] on several listeners bound to one address (see [`bind_per_core`]): each is served

@@ -499,3 +499,33 @@ async fn logs_go_to_stderr_so_stdout_holds_only_what_the_command_prints() {
     );
     server.terminate().await;
 }
+
+#[tokio::test]
+async fn run_on_a_port_another_gateway_holds_exits_1_saying_the_address_is_in_use() {
+    let backends = demo::start().await.expect("backends");
+    // The way a running gateway holds its port: one SO_REUSEPORT listener per core.
+    let held =
+        omnigate::server::bind_per_core("127.0.0.1:0".parse().expect("address")).expect("bind");
+    let addr = held[0].local_addr().expect("address").to_string();
+    let mut server = Server::spawn(&["run", "--grpc", &backends.library_url(), "--listen", &addr]);
+    // Without the check it would start and serve a share of the connections: give it ample
+    // time to exit, then say so instead of hanging.
+    let mut status = None;
+    for _ in 0..200 {
+        status = server.exited();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Some(status) = status else {
+        server.terminate().await;
+        panic!("omnigate started on {addr}, which another gateway holds");
+    };
+    let err = server.stderr();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("binding {addr}")) && err.contains("in use"),
+        "stderr should name the address and say it is in use:\n{err}"
+    );
+}
