@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, BoxStream};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor};
@@ -123,13 +123,26 @@ pub async fn call(
         return Ok(response);
     }
 
+    // A backend that fails before its first message may send its headers and then the error
+    // in the trailers (rather than one Trailers-Only answer). When that error came in with the
+    // headers it is answered like a unary call's: its own HTTP status and a plain error body.
+    // Otherwise the stream starts now, without waiting: a watch may rightly stay silent long.
+    let first = match messages.next().now_or_never() {
+        Some(Err(error)) => return Err(with_details(error, pool)),
+        Some(Ok(first)) => first,
+        None => None,
+    };
+    let messages = stream::iter(first.map(Ok))
+        .chain(messages.into_stream())
+        .boxed();
+
     let format = if accept_sse {
         Format::Sse
     } else {
         Format::from(settings.stream_format)
     };
     let body = render_stream(
-        messages.into_stream(),
+        messages,
         StreamContext {
             format,
             reply: method.reply.clone(),

@@ -273,6 +273,47 @@ async fn grpc_messages_are_read_across_data_frames_and_bad_framing_is_a_502() {
     }
 }
 
+/// A backend may fail a server stream after its headers, in the trailers, instead of one
+/// Trailers-Only answer (tonic does when the handler's stream yields an error first).
+#[tokio::test]
+async fn a_stream_failing_in_the_trailers_before_any_message_is_a_plain_error_response() {
+    // (case, DATA frames, grpc-status, HTTP status, NDJSON lines)
+    type Case<'a> = (&'a str, Vec<Vec<u8>>, &'a str, u16, usize);
+    let cases: Vec<Case> = vec![
+        ("error before any message", vec![], "5", 404, 0),
+        ("error after one message", vec![framed(0, &[])], "5", 200, 2),
+        ("no message, OK", vec![], "0", 200, 0),
+    ];
+    for (case, chunks, status, expected, lines) in cases {
+        let server = framing_server(chunks, status).await;
+        let mut config = http_only(Vec::new());
+        config.grpc = vec![grpc_backend(
+            "library",
+            &server.url(""),
+            &["descriptors/library.binpb"],
+        )];
+        let gw = gateway(config).await;
+        let r = get(&gw.url("/v1/shelves/1:watch")).await;
+        assert_eq!(r.status, expected, "{case}: {}", r.text());
+        if expected == 200 {
+            assert_eq!(
+                r.header("content-type"),
+                Some("application/x-ndjson"),
+                "{case}"
+            );
+            let text = r.text();
+            let body: Vec<&str> = text.lines().collect();
+            assert_eq!(body.len(), lines, "{case}: {body:?}");
+            if lines == 2 {
+                assert!(body[1].contains(r#""code":5"#), "{case}: {body:?}");
+            }
+        } else {
+            assert_eq!(r.header("content-type"), Some("application/json"), "{case}");
+            assert_eq!(r.json()["code"], 5, "{case}: {}", r.text());
+        }
+    }
+}
+
 #[tokio::test]
 async fn calls_go_round_robin_over_a_backends_urls_skipping_one_that_is_down() {
     let first = omnigate::demo::start().await.expect("backends");
