@@ -135,6 +135,38 @@ async fn connect(
 struct Returning {
     body: Incoming,
     home: Option<(SendRequest<Body>, Arc<Pool>)>,
+    /// The route's timeout, also the longest silence allowed within the body.
+    stall: Option<Stall>,
+}
+
+/// A body that stalls (sends nothing for `limit`) is cut, as nginx's `proxy_read_timeout`
+/// does: the client sees an incomplete response rather than one that never ends, and the
+/// connection is dropped.
+struct Stall {
+    upstream: Arc<str>,
+    limit: Duration,
+    /// Made at the first wait (most bodies arrive whole and never need one).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the timer runs for the current wait; a frame ends the wait.
+    waiting: bool,
+}
+
+impl Stall {
+    /// Ready once the current wait has lasted `limit`.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.waiting {
+            self.waiting = true;
+            let deadline = tokio::time::Instant::now() + self.limit;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        match &mut self.timer {
+            Some(timer) => std::future::Future::poll(timer.as_mut(), cx),
+            None => Poll::Pending,
+        }
+    }
 }
 
 impl Returning {
@@ -157,21 +189,38 @@ impl Drop for Returning {
 
 impl http_body::Body for Returning {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Err(_))) => this.home = None,
             Poll::Ready(_) if this.body.is_end_stream() => this.give_back(),
             Poll::Ready(None) => this.give_back(),
-            _ => {}
+            Poll::Pending => {
+                if let Some(stall) = &mut this.stall {
+                    if stall.poll_expired(cx).is_ready() {
+                        this.home = None;
+                        let error = Error::UpstreamTimeout {
+                            upstream: stall.upstream.to_string(),
+                            timeout: stall.limit,
+                        };
+                        tracing::warn!(upstream = %stall.upstream, timeout = ?stall.limit,
+                            "The upstream's response body stalled; the response is cut.");
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
+                }
+            }
+            Poll::Ready(Some(Ok(_))) => {}
         }
-        polled
+        if let (Some(stall), Poll::Ready(_)) = (&mut this.stall, &polled) {
+            stall.waiting = false;
+        }
+        polled.map_err(BoxError::from)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -325,6 +374,12 @@ impl HttpUpstream {
         let body = Returning {
             body,
             home: Some((sender, self.pool.clone())),
+            stall: self.timeout.map(|limit| Stall {
+                upstream: self.name.as_str().into(),
+                limit,
+                timer: None,
+                waiting: false,
+            }),
         };
         Ok(http::Response::from_parts(parts, body_from(body)))
     }

@@ -61,6 +61,59 @@ async fn a_route_timeout_answers_504_and_the_gateway_keeps_serving() {
     still_serving(&gw.url("/http/delay/0")).await;
 }
 
+/// An upstream that answers at once and then sends its body as `chunks`, each after `gap`;
+/// `stall` leaves the body open forever after the last one.
+async fn trickling_upstream(chunks: usize, gap: Duration, stall: bool) -> FakeHttp {
+    FakeHttp::spawn(axum::Router::new().fallback(move || async move {
+        use futures_util::StreamExt as _;
+        let lines = futures_util::stream::iter(0..chunks)
+            .then(move |i| async move {
+                if i > 0 {
+                    tokio::time::sleep(gap).await;
+                }
+                Ok::<_, std::convert::Infallible>(Bytes::from(format!("line {i}\n")))
+            })
+            .chain(futures_util::stream::pending().take(usize::from(stall)));
+        axum::body::Body::from_stream(lines)
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn the_route_timeout_also_bounds_silence_within_a_response_body() {
+    // Each gap is well inside the timeout, the whole body well past it: it arrives whole.
+    let steady = trickling_upstream(12, Duration::from_millis(100), false).await;
+    let mut route = http_route("/steady", &steady.url(""));
+    route.timeout = Some("600ms".into());
+    // Headers and one line at once, then nothing: cut after the timeout.
+    let stalled = trickling_upstream(1, Duration::ZERO, true).await;
+    let mut stalled_route = http_route("/stalled", &stalled.url(""));
+    stalled_route.timeout = Some("300ms".into());
+    let gw = gateway(http_only(vec![route, stalled_route])).await;
+
+    let r = get(&gw.url("/steady/x")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text().lines().count(), 12, "{}", r.text());
+
+    let response = crate::support::open(
+        "GET",
+        &gw.url("/stalled/x"),
+        &[],
+        omnigate::request::full_body(Bytes::new()),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    // The bound only keeps a broken build from hanging.
+    let body = tokio::time::timeout(
+        Duration::from_secs(10),
+        http_body_util::BodyExt::collect(response.into_body()),
+    )
+    .await
+    .expect("the stalled body is still open after 10s");
+    assert!(body.is_err(), "a stalled body must be cut, not ended");
+    still_serving(&gw.url("/steady/x")).await;
+}
+
 #[tokio::test]
 async fn an_unreachable_http_upstream_answers_502_without_leaking_the_cause() {
     let closed = closed_port_url().await;
