@@ -249,6 +249,22 @@ async fn framing_server(chunks: Vec<Vec<u8>>, status: &'static str) -> FakeHttp 
     .await
 }
 
+/// A gateway whose library backend is a [`framing_server`] (kept alive by the first value).
+async fn framing_gateway(
+    chunks: Vec<Vec<u8>>,
+    status: &'static str,
+) -> (FakeHttp, crate::support::TestGateway) {
+    let server = framing_server(chunks, status).await;
+    let mut config = http_only(Vec::new());
+    config.grpc = vec![grpc_backend(
+        "library",
+        &server.url(""),
+        &["descriptors/library.binpb"],
+    )];
+    let gw = gateway(config).await;
+    (server, gw)
+}
+
 /// `message` with its 5-byte gRPC prefix (`flag` 1 = compressed).
 fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
     let mut frame = vec![flag];
@@ -306,14 +322,7 @@ async fn grpc_messages_are_read_across_data_frames_and_bad_framing_is_a_502() {
         ),
     ];
     for (case, chunks, status, expected, reason) in cases {
-        let server = framing_server(chunks, status).await;
-        let mut config = http_only(Vec::new());
-        config.grpc = vec![grpc_backend(
-            "library",
-            &server.url(""),
-            &["descriptors/library.binpb"],
-        )];
-        let gw = gateway(config).await;
+        let (_server, gw) = framing_gateway(chunks, status).await;
         let r = get(&gw.url("/v1/shelves/1/books/9")).await;
         assert_eq!(r.status, expected, "{case}: {}", r.text());
         if expected == 200 {
@@ -338,14 +347,7 @@ async fn a_stream_failing_in_the_trailers_before_any_message_is_a_plain_error_re
         ("no message, OK", vec![], "0", 200, 0),
     ];
     for (case, chunks, status, expected, lines) in cases {
-        let server = framing_server(chunks, status).await;
-        let mut config = http_only(Vec::new());
-        config.grpc = vec![grpc_backend(
-            "library",
-            &server.url(""),
-            &["descriptors/library.binpb"],
-        )];
-        let gw = gateway(config).await;
+        let (_server, gw) = framing_gateway(chunks, status).await;
         let r = get(&gw.url("/v1/shelves/1:watch")).await;
         assert_eq!(r.status, expected, "{case}: {}", r.text());
         if expected == 200 {
