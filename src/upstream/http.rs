@@ -235,7 +235,7 @@ impl http_body::Body for Returning {
 /// One HTTP backend.
 #[derive(Clone, Debug)]
 pub struct HttpUpstream {
-    pub name: String,
+    pub name: Arc<str>,
     /// `http://host:port` plus an optional base path (without trailing slash).
     authority: http::uri::Authority,
     base_path: String,
@@ -276,7 +276,7 @@ impl HttpUpstream {
         };
         let host = HeaderValue::from_str(host).map_err(|e| format!("{url}: {e}"))?;
         Ok(HttpUpstream {
-            name: name.to_string(),
+            name: name.into(),
             authority,
             base_path,
             preserve_host,
@@ -352,7 +352,7 @@ impl HttpUpstream {
                 Ok(result) => result,
                 Err(_) => {
                     return Err(Error::UpstreamTimeout {
-                        upstream: self.name.clone(),
+                        upstream: self.name.to_string(),
                         timeout,
                     })
                 }
@@ -365,7 +365,7 @@ impl HttpUpstream {
                 // fault, not the upstream's.
                 Some(limit) => Error::PayloadTooLarge { limit },
                 None => Error::UpstreamUnavailable {
-                    upstream: self.name.clone(),
+                    upstream: self.name.to_string(),
                     reason: super::error_chain(&*e),
                 },
             })?;
@@ -375,7 +375,7 @@ impl HttpUpstream {
             body,
             home: Some((sender, self.pool.clone())),
             stall: self.timeout.map(|limit| Stall {
-                upstream: self.name.as_str().into(),
+                upstream: self.name.clone(),
                 limit,
                 timer: None,
                 waiting: false,

@@ -69,12 +69,12 @@ pub(crate) fn resolve(
         let Some(route) = settings
             .http_routes
             .iter()
-            .find(|r| r.upstream.name == config.upstream)
+            .find(|r| *r.upstream.name == *config.upstream)
         else {
             let names: Vec<&str> = settings
                 .http_routes
                 .iter()
-                .map(|r| r.upstream.name.as_str())
+                .map(|r| &*r.upstream.name)
                 .collect();
             errors.push(BuildError {
                 at: Some(format!("{at}.upstream")),
@@ -225,7 +225,7 @@ async fn fetch(
         .collect()
         .await
         .map_err(|e| Error::UpstreamUnavailable {
-            upstream: upstream.name.clone(),
+            upstream: upstream.name.to_string(),
             reason: e.to_string(),
         })?;
     let bytes = body.to_bytes();
@@ -243,7 +243,7 @@ async fn fetch(
         })));
     }
     serde_json::from_slice(&bytes).map_err(|e| Error::UpstreamProtocol {
-        upstream: upstream.name.clone(),
+        upstream: upstream.name.to_string(),
         reason: format!("answer is not JSON: {e}"),
     })
 }
