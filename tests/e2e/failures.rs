@@ -255,14 +255,26 @@ async fn framing_gateway(
     status: &'static str,
 ) -> (FakeHttp, crate::support::TestGateway) {
     let server = framing_server(chunks, status).await;
-    let mut config = http_only(Vec::new());
-    config.grpc = vec![grpc_backend(
-        "library",
-        &server.url(""),
-        &["descriptors/library.binpb"],
-    )];
-    let gw = gateway(config).await;
+    let gw = library_gateway(&server.url("")).await;
     (server, gw)
+}
+
+/// A gateway whose only backend is a library at `url`, described by its descriptor file.
+async fn library_gateway(url: &str) -> crate::support::TestGateway {
+    let mut config = http_only(Vec::new());
+    config.grpc = vec![grpc_backend("library", url, &["descriptors/library.binpb"])];
+    gateway(config).await
+}
+
+/// A `library.v1.Book` as protobuf bytes.
+fn encoded_book(name: &str, title: &str) -> Vec<u8> {
+    use prost::Message as _;
+    omnigate::demo::pb::library::v1::Book {
+        name: name.into(),
+        title: title.into(),
+        ..Default::default()
+    }
+    .encode_to_vec()
 }
 
 /// `message` with its 5-byte gRPC prefix (`flag` 1 = compressed).
@@ -275,13 +287,7 @@ fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn grpc_messages_are_read_across_data_frames_and_bad_framing_is_a_502() {
-    use prost::Message as _;
-    let book = omnigate::demo::pb::library::v1::Book {
-        name: "shelves/1/books/9".into(),
-        title: "Split Across Frames".into(),
-        ..Default::default()
-    }
-    .encode_to_vec();
+    let book = encoded_book("shelves/1/books/9", "Split Across Frames");
     let whole = framed(0, &book);
     let (head, tail) = whole.split_at(12);
     const BAD: &str = "UPSTREAM_PROTOCOL_ERROR";
@@ -453,21 +459,9 @@ async fn goaway_after_one_call(book: Vec<u8>) -> (String, Arc<std::sync::atomic:
 
 #[tokio::test]
 async fn calls_after_a_backends_goaway_go_to_a_new_connection() {
-    use prost::Message as _;
-    let book = omnigate::demo::pb::library::v1::Book {
-        name: "shelves/1/books/1".into(),
-        title: "After GOAWAY".into(),
-        ..Default::default()
-    }
-    .encode_to_vec();
+    let book = encoded_book("shelves/1/books/1", "After GOAWAY");
     let (url, connections) = goaway_after_one_call(book).await;
-    let mut config = http_only(Vec::new());
-    config.grpc = vec![grpc_backend(
-        "library",
-        &url,
-        &["descriptors/library.binpb"],
-    )];
-    let gw = gateway(config).await;
+    let gw = library_gateway(&url).await;
     for i in 0..4 {
         let r = get(&gw.url("/v1/shelves/1/books/1")).await;
         assert_eq!(r.status, 200, "call {i}: {}", r.text());
@@ -481,13 +475,7 @@ async fn calls_after_a_backends_goaway_go_to_a_new_connection() {
 #[tokio::test]
 async fn an_unreachable_grpc_upstream_answers_502() {
     let closed = closed_port_url().await;
-    let mut config = http_only(Vec::new());
-    config.grpc = vec![grpc_backend(
-        "library",
-        &closed,
-        &["descriptors/library.binpb"],
-    )];
-    let gw = gateway(config).await;
+    let gw = library_gateway(&closed).await;
     for _ in 0..2 {
         let r = get(&gw.url("/v1/shelves")).await;
         assert_error(&r, 502, 14, "UPSTREAM_UNAVAILABLE");
