@@ -19,6 +19,8 @@
 #   BENCH_SLOW_MS=20        delay of the Authors backend (GraphQL cross-service rows)
 #   BENCH_BACKEND_THREADS=1 tokio worker threads of the example backends process
 #   BENCH_ROUNDS=1          run all rows this many times, interleaved; report each row's median
+#   BENCH_COUNT_DURATION=3s extra wrk run per proxy row with `perf stat` attached (instructions
+#                           column); kept apart because counting slows the counted process
 #   BENCH_SKIP_BUILD=1      use the existing release binary
 #   BENCH_KEEP=1            keep the temp dir (configs, logs, raw wrk output)
 #   BENCH_STRICT=1          exit 1 when a target is missed
@@ -42,6 +44,8 @@ ROWS=${BENCH_ROWS:-direct nginx proxy get post gql slow gql3}
 # The Authors backend answers after this many ms (the "slowest service" of the GraphQL rows).
 SLOW_MS=${BENCH_SLOW_MS:-20}
 ROUNDS=${BENCH_ROUNDS:-1}
+# Length of the separate wrk run during which instructions are counted (see run_row).
+COUNT_DURATION=${BENCH_COUNT_DURATION:-3s}
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -156,8 +160,8 @@ start_backends() {
     free_port P_LIBRARY
     free_port P_AUTHORS
     free_port P_HTTP
-    RUST_LOG=warn TOKIO_WORKER_THREADS="${BENCH_BACKEND_THREADS:-1}" "$OMNIGATE" backends --library-port "$P_LIBRARY" --authors-port "$P_AUTHORS" \
-        --http-port "$P_HTTP" --authors-delay-ms "$SLOW_MS" >"$TMP/backends.log" 2>&1 &
+    RUST_LOG=warn "$OMNIGATE" backends --threads "${BENCH_BACKEND_THREADS:-1}" --library-port "$P_LIBRARY" \
+        --authors-port "$P_AUTHORS" --http-port "$P_HTTP" --authors-delay-ms "$SLOW_MS" >"$TMP/backends.log" 2>&1 &
     BACKENDS_PID=$!
     PIDS+=("$BACKENDS_PID")
     for port in "$P_LIBRARY" "$P_AUTHORS" "$P_HTTP"; do
@@ -353,12 +357,8 @@ run_row() {
             >"$TMP/$key.perf.log" 2>&1 &
         perf=$!
     fi
-    local counting=()
-    if [ "$PERF_OK" = 1 ] && [ -n "$proxy_pids" ]; then
-        counting=(perf stat -x, -e instructions:u,instructions:k -p "$proxy_pids" -o "$TMP/$key.instr" --)
-    fi
     log "$tag: measuring $DURATION"
-    "${counting[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$script" "$url" \
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$script" "$url" \
         >"$TMP/$key.txt" 2>&1 || die "wrk failed ($key): $(cat "$TMP/$key.txt")"
 
     if [ -n "$perf" ]; then
@@ -368,6 +368,16 @@ run_row() {
     local proxy_after=0 backend_after
     [ "$proxy_pid" = - ] || proxy_after=$(cpu_ticks "$proxy_pid")
     backend_after=$(cpu_ticks "$BACKENDS_PID")
+
+    # Instructions are counted in a pass of their own, after the measured one: counters
+    # attached to a process slow it (in a VM every context switch of a counted thread writes
+    # the PMU's registers through the hypervisor), by up to a third for omnigate's gRPC rows,
+    # so the req/s, latency and CPU columns above come from a run without them.
+    if [ "$PERF_OK" = 1 ] && [ -n "$proxy_pids" ]; then
+        perf stat -x, -e instructions:u,instructions:k -p "$proxy_pids" -o "$TMP/$key.instr" -- \
+            wrk -t"$THREADS" -c"$CONNECTIONS" -d"$COUNT_DURATION" -s "$script" "$url" \
+            >"$TMP/$key.count.txt" 2>&1 || die "wrk failed ($key, counting): $(cat "$TMP/$key.count.txt")"
+    fi
     if [ -n "$sampler" ]; then
         kill "$sampler" 2>/dev/null || true
         wait "$sampler" 2>/dev/null || true
@@ -397,8 +407,10 @@ run_row() {
     if [ "$proxy_pid" != - ]; then
         PROXY_CPU[$key]=$(awk -v t=$((proxy_after - proxy_before)) -v u="$TICK_US" -v r="$requests" \
             'BEGIN { printf "%.1f µs", r ? t * u / r : 0 }')
-        if [ -s "$TMP/$key.instr" ]; then
-            PROXY_INSTR[$key]=$(awk -F, -v r="$requests" '
+        local counted
+        counted=$(grep -s '^BENCH_RESULT ' "$TMP/$key.count.txt" | tr ' ' '\n' | awk -F= '$1 == "requests" { print $2 }')
+        if [ -s "$TMP/$key.instr" ] && [ -n "$counted" ]; then
+            PROXY_INSTR[$key]=$(awk -F, -v r="$counted" '
                 $3 ~ /^instructions:u/ { u = $1 } $3 ~ /^instructions:k/ { k = $1 }
                 END { if (r > 0 && u > 0) printf "%.0fk + %.0fk", u / r / 1000, k / r / 1000; else printf "-" }' \
                 "$TMP/$key.instr")
