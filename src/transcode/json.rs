@@ -42,17 +42,15 @@
 //! Note: `serde_json` has its own recursion limit of 128 nested values; a `max_depth` above
 //! about 127 is therefore capped by that limit (reported as malformed JSON).
 
-use std::{cell::Cell, collections::HashSet, fmt, io};
+use std::{cell::Cell, collections::HashSet, fmt};
 
 use base64::Engine as _;
 use prost_reflect::{
-    DescriptorPool, DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor,
-    ReflectMessage, SerializeOptions, Value,
+    DescriptorPool, DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MapKey,
+    MessageDescriptor, ReflectMessage, Value,
 };
-use serde::{
-    de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor},
-    ser::{self, Impossible, Serialize, SerializeMap, Serializer},
-};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::ser::{CompactFormatter, Formatter as _};
 
 /// Options for both directions.
 #[derive(Clone, Debug)]
@@ -125,11 +123,9 @@ pub fn decode_message(
     let Some(text) = prepare(body, opts, &ctx, false, &what)? else {
         return Ok(DynamicMessage::new(desc.clone()));
     };
-    let shared = Shared {
-        deny_unknown: !opts.ignore_unknown_fields,
-    };
+    let shared = Shared::new(opts);
     let de_opts = DeserializeOptions::new().deny_unknown_fields(shared.deny_unknown);
-    parse_tracked(text, |json, track| {
+    let mut msg = parse_tracked(text, |json, track| {
         let guard = Guard::root(json, ctx.clone(), &shared);
         match track {
             None => DynamicMessage::deserialize_with_options(desc.clone(), guard, &de_opts),
@@ -139,7 +135,11 @@ pub fn decode_message(
                 &de_opts,
             ),
         }
-    })
+    })?;
+    if shared.empty_any.get() {
+        clear_empty_anys(&mut msg);
+    }
+    Ok(msg)
 }
 
 type JsonDeserializer<'t> = serde_json::Deserializer<serde_json::de::StrRead<'t>>;
@@ -184,9 +184,7 @@ pub fn decode_field_value(
     let Some(text) = prepare(body, opts, &ctx, true, &what)? else {
         return Ok(None);
     };
-    let shared = Shared {
-        deny_unknown: !opts.ignore_unknown_fields,
-    };
+    let shared = Shared::new(opts);
     let de_opts = DeserializeOptions::new().deny_unknown_fields(shared.deny_unknown);
     // prost-reflect only exposes whole-message deserialization, so present the body to it as
     // the value of a one-entry object `{"<jsonName>": <body>}` without copying anything.
@@ -210,6 +208,9 @@ pub fn decode_field_value(
             ),
         }
     })?;
+    if shared.empty_any.get() {
+        clear_empty_anys(&mut parent);
+    }
     Ok(parent.take_field(field))
 }
 
@@ -228,29 +229,15 @@ pub fn encode_message_to(
     out: &mut Vec<u8>,
 ) -> Result<(), FieldError> {
     let start = out.len();
-    let so = serialize_options(opts);
-    let value = WithOptions { msg, opts: &so };
-    // Path tracking costs an allocation per field on the hot path of every reply; encoding
-    // is deterministic, so it runs only again after a failure, to name the field.
-    if serde_json::to_writer(&mut *out, &value).is_ok() {
-        return Ok(());
+    let result = Encoder {
+        opts,
+        out: &mut *out,
     }
-    out.truncate(start);
-    let mut scratch = Vec::new();
-    let result = {
-        let mut ser = serde_json::Serializer::new(&mut scratch);
-        serde_path_to_error::serialize(&value, &mut ser)
-    };
-    match result {
-        Ok(()) => {
-            out.extend_from_slice(&scratch);
-            Ok(())
-        }
-        Err(e) => Err(FieldError::new(
-            path_string(e.path()),
-            format!("cannot encode as JSON: {}", e.inner()),
-        )),
-    }
+    .message(msg);
+    result.map_err(|e| {
+        out.truncate(start);
+        e.into_field_error()
+    })
 }
 
 /// Appends the proto3 JSON value of one field of `parent` (a message, array, object or scalar;
@@ -269,35 +256,16 @@ pub fn encode_field_value_to(
     } else {
         field.json_name()
     };
-    let so = serialize_options(opts);
-    if parent.has_field(field) {
-        if pick_field(parent, name, &so, out, start)? {
-            return Ok(());
-        }
-    } else if field.is_list() {
-        out.extend_from_slice(b"[]");
-        return Ok(());
-    } else if field.is_map() {
-        out.extend_from_slice(b"{}");
-        return Ok(());
-    } else if let Kind::Message(m) = field.kind() {
-        return encode_message_to(&DynamicMessage::new(m), opts, out);
+    // `get_field` gives the default of an unset field: `[]`, `{}`, the default message...
+    let result = Encoder {
+        opts,
+        out: &mut *out,
     }
-    // A scalar at its default: have prost-reflect print it (only scalars, so forcing defaults on
-    // cannot leak into nested messages).
-    let mut tmp = DynamicMessage::new(parent.descriptor());
-    if field.supports_presence() {
-        tmp.set_field(field, Value::default_value_for_field(field));
-    }
-    let so = so.skip_default_fields(false);
-    if pick_field(&tmp, name, &so, out, start)? {
-        Ok(())
-    } else {
-        Err(FieldError::new(
-            field.name(),
-            "cannot encode as JSON: field not rendered",
-        ))
-    }
+    .value(&parent.get_field(field), &field.kind());
+    result.map_err(|e| {
+        out.truncate(start);
+        e.at(PathSegment::Key(name.to_owned())).into_field_error()
+    })
 }
 
 /// Decodes `google.rpc.Status` bytes (the `grpc-status-details-bin` trailer) through `pool` and
@@ -312,16 +280,18 @@ pub fn status_details_to_json(
     let desc = pool.get_message_by_name("google.rpc.Status")?;
     let details = desc.get_field_by_name("details")?;
     let status = DynamicMessage::decode(desc, grpc_status_details_bin).ok()?;
-    let so = serialize_options(&JsonOptions::default());
     let value = status.get_field(&details);
+    let opts = JsonOptions::default();
     let items = value
         .as_list()
         .unwrap_or_default()
         .iter()
         .filter_map(Value::as_message)
         .map(|any| {
-            any.serialize_with_options(serde_json::value::Serializer, &so)
-                .unwrap_or_else(|_| raw_any_json(any))
+            encode_message(any, &opts)
+                .ok()
+                .and_then(|json| serde_json::from_slice(&json).ok())
+                .unwrap_or_else(|| raw_any_json(any))
         })
         .collect();
     Some(serde_json::Value::Array(items))
@@ -427,9 +397,11 @@ fn prepare<'b>(
     };
     check_depth(text.as_bytes(), opts.max_depth)?;
     let expected = match ctx {
-        Ctx::Message(_) | Ctx::Map(..) => Some((b'{', "a JSON object")),
+        Ctx::Message(_) | Ctx::Map(..) | Ctx::Any(_) | Ctx::AnyBody(_) => {
+            Some((b'{', "a JSON object"))
+        }
         Ctx::List(_) => Some((b'[', "a JSON array")),
-        Ctx::Scalar(_) | Ctx::Other => None,
+        Ctx::Scalar(_) | Ctx::Timestamp | Ctx::Duration | Ctx::Other => None,
     };
     if let Some((want, want_name)) = expected {
         let found = match first {
@@ -517,7 +489,23 @@ fn convert_de_error(e: &serde_json::Error, track: serde_path_to_error::Track) ->
 
 struct Shared {
     deny_unknown: bool,
+    /// An `Any` given as `{}` was decoded with the [`EMPTY_ANY`] stand-in type URL.
+    empty_any: Cell<bool>,
 }
+
+impl Shared {
+    fn new(opts: &JsonOptions) -> Self {
+        Shared {
+            deny_unknown: !opts.ignore_unknown_fields,
+            empty_any: Cell::new(false),
+        }
+    }
+}
+
+/// prost-reflect cannot decode an `Any` without `@type`, which the mapping reads as the empty
+/// `Any`: such an `Any` is decoded as a message of some ordinary type under a type URL with
+/// this prefix (which no client can send), then emptied ([`clear_empty_anys`]).
+const EMPTY_ANY: &str = "\u{0}omnigate/empty-any/";
 
 /// What the value being deserialized is, as far as the guard cares.
 #[derive(Clone)]
@@ -530,7 +518,16 @@ enum Ctx {
     Map(Kind, Kind),
     /// An integral, floating-point or enum scalar (or a numeric wrapper type).
     Scalar(Kind),
-    /// Anything else (strings, bools, bytes, Struct, Value, Any, Timestamp...).
+    /// A `google.protobuf.Timestamp` string.
+    Timestamp,
+    /// A `google.protobuf.Duration` string.
+    Duration,
+    /// A `google.protobuf.Any` object (this is the `Any` type, for its pool).
+    Any(MessageDescriptor),
+    /// The entries of an `Any` object, replayed `@type` first: then the fields of the payload
+    /// type, or `value` for a type with a special JSON form (`None`: unknown type).
+    AnyBody(Option<MessageDescriptor>),
+    /// Anything else (strings, bools, bytes, Struct, Value, FieldMask...).
     Other,
 }
 
@@ -567,10 +564,15 @@ pub(crate) fn has_special_json(full_name: &str) -> bool {
 impl Ctx {
     fn of_kind(kind: &Kind) -> Ctx {
         match kind {
-            Kind::Message(m) => match wrapper_scalar(m.full_name()) {
-                Some(k) => Ctx::Scalar(k),
-                None if has_special_json(m.full_name()) => Ctx::Other,
-                None => Ctx::Message(m.clone()),
+            Kind::Message(m) => match m.full_name() {
+                "google.protobuf.Timestamp" => Ctx::Timestamp,
+                "google.protobuf.Duration" => Ctx::Duration,
+                "google.protobuf.Any" => Ctx::Any(m.clone()),
+                name => match wrapper_scalar(name) {
+                    Some(k) => Ctx::Scalar(k),
+                    None if has_special_json(name) => Ctx::Other,
+                    None => Ctx::Message(m.clone()),
+                },
             },
             Kind::Enum(e) if e.full_name() == "google.protobuf.NullValue" => Ctx::Other,
             Kind::String | Kind::Bytes | Kind::Bool => Ctx::Other,
@@ -778,9 +780,11 @@ impl<V> GuardVisitor<'_, V> {
         Ok(())
     }
 
-    fn check_f64<E: de::Error>(&self, v: f64) -> Result<(), E> {
+    /// A JSON number with a fraction or an exponent: for an integral kind, the integer it
+    /// must be exactly; for a float, the nearest float, which must be finite.
+    fn number<E: de::Error>(&self, v: f64) -> Result<Option<Number>, E> {
         let Ctx::Scalar(kind) = &self.ctx else {
-            return Ok(());
+            return Ok(None);
         };
         if let Some(range) = int_range(kind) {
             if !v.is_finite() || v.fract() != 0.0 {
@@ -789,56 +793,76 @@ impl<V> GuardVisitor<'_, V> {
                     kind_name(kind)
                 )));
             }
-            // Compare in f64: the bounds round up at most, and `as` saturates.
-            if v < range.0 as f64 || v > range.1 as f64 {
+            // Exact: an integral f64 below 2^127 converts to i128 without loss.
+            if v.abs() >= 2f64.powi(127) || !(range.0..=range.1).contains(&(v as i128)) {
                 return Err(E::custom(out_of_range(v, kind, range)));
             }
-        } else if matches!(kind, Kind::Float) && v.is_finite() && v.abs() > f64::from(f32::MAX) {
-            return Err(E::custom(format!("value {v} is out of range for float")));
+            return Ok(Some(Number::Int(v as i128)));
         }
-        Ok(())
+        Ok(match kind {
+            Kind::Float => Some(Number::F32(float_of(v, &v).map_err(E::custom)?)),
+            _ => None,
+        })
     }
 
-    fn check_str<E: de::Error>(&self, s: &str) -> Result<(), E> {
-        let Ctx::Scalar(kind) = &self.ctx else {
-            return Ok(());
+    /// A JSON string where a number, an enum, a `Timestamp` or a `Duration` is expected:
+    /// checked, and converted to the number it spells if it does.
+    fn text<E: de::Error>(&self, s: &str) -> Result<Option<Number>, E> {
+        match &self.ctx {
+            Ctx::Scalar(kind) => self.scalar_text(kind, s).map_err(E::custom),
+            Ctx::Timestamp => check_timestamp_text(s).map(|()| None).map_err(E::custom),
+            Ctx::Duration => check_duration_text(s).map(|()| None).map_err(E::custom),
+            _ => Ok(None),
+        }
+    }
+
+    fn scalar_text(&self, kind: &Kind, s: &str) -> Result<Option<Number>, String> {
+        if let Kind::Enum(e) = kind {
+            if e.get_value_by_name(s).is_none() && self.shared.deny_unknown {
+                return Err(format!(
+                    "unknown value \"{s}\" for enum `{}` (expected one of {} or a number)",
+                    e.full_name(),
+                    enum_names(e)
+                ));
+            }
+            return Ok(None);
+        }
+        if let Some(range) = int_range(kind) {
+            let not_valid = || {
+                format!(
+                    "\"{s}\" is not a valid {}: expected a decimal integer",
+                    kind_name(kind)
+                )
+            };
+            return match parse_integer(s) {
+                Some(Ok(n)) if (range.0..=range.1).contains(&n) => Ok(Some(Number::Int(n))),
+                Some(Ok(_)) | Some(Err(IntegerError::TooLarge)) => {
+                    Err(out_of_range(format_args!("\"{s}\""), kind, range))
+                }
+                Some(Err(IntegerError::Fraction)) => Err(format!(
+                    "\"{s}\" is not an integer ({} expected)",
+                    kind_name(kind)
+                )),
+                None => Err(not_valid()),
+            };
+        }
+        if matches!(s, "NaN" | "Infinity" | "-Infinity") {
+            return Ok(None);
+        }
+        let v = match is_json_number(s).then(|| s.parse::<f64>()) {
+            Some(Ok(v)) => v,
+            _ => {
+                return Err(format!(
+                    "\"{s}\" is not a valid {}: expected a number, \"NaN\", \"Infinity\" or \"-Infinity\"",
+                    kind_name(kind)
+                ))
+            }
         };
         match kind {
-            Kind::Enum(e) => {
-                if e.get_value_by_name(s).is_none() && self.shared.deny_unknown {
-                    return Err(E::custom(format!(
-                        "unknown value \"{s}\" for enum `{}` (expected one of {} or a number)",
-                        e.full_name(),
-                        enum_names(e)
-                    )));
-                }
-            }
-            Kind::Float | Kind::Double => {
-                if !matches!(s, "NaN" | "Infinity" | "-Infinity") && s.parse::<f64>().is_err() {
-                    return Err(E::custom(format!(
-                        "\"{s}\" is not a valid {}: expected a number, \"NaN\", \"Infinity\" or \"-Infinity\"",
-                        kind_name(kind)
-                    )));
-                }
-            }
-            _ => {
-                if let Some(range) = int_range(kind) {
-                    match s.parse::<i128>() {
-                        Ok(n) if n < range.0 || n > range.1 => {
-                            return Err(E::custom(out_of_range(s, kind, range)))
-                        }
-                        Ok(_) => {}
-                        Err(_) => {
-                            return Err(E::custom(format!(
-                                "\"{s}\" is not a valid {}: expected a decimal integer",
-                                kind_name(kind)
-                            )))
-                        }
-                    }
-                }
-            }
+            Kind::Float => Ok(Some(Number::F32(float_of(v, &format_args!("\"{s}\""))?))),
+            _ if !v.is_finite() => Err(format!("value \"{s}\" is out of range for double")),
+            _ => Ok(Some(Number::F64(v))),
         }
-        Ok(())
     }
 
     /// A JSON null reached a oneof member.
@@ -893,26 +917,34 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for GuardVisitor<'_, V> {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<V::Value, E> {
-        self.check_f64(v)?;
-        self.inner.visit_f64(v)
+        match self.number(v)? {
+            Some(n) => n.visit(self.inner),
+            None => self.inner.visit_f64(v),
+        }
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<V::Value, E> {
         self.record_key(v);
-        self.check_str(v)?;
-        self.inner.visit_str(v)
+        match self.text(v)? {
+            Some(n) => n.visit(self.inner),
+            None => self.inner.visit_str(v),
+        }
     }
 
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<V::Value, E> {
         self.record_key(v);
-        self.check_str(v)?;
-        self.inner.visit_borrowed_str(v)
+        match self.text(v)? {
+            Some(n) => n.visit(self.inner),
+            None => self.inner.visit_borrowed_str(v),
+        }
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<V::Value, E> {
         self.record_key(&v);
-        self.check_str(&v)?;
-        self.inner.visit_string(v)
+        match self.text(&v)? {
+            Some(n) => n.visit(self.inner),
+            None => self.inner.visit_string(v),
+        }
     }
 
     fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
@@ -956,15 +988,12 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for GuardVisitor<'_, V> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_map(GuardMap {
-            map,
-            ctx: self.ctx,
-            shared: self.shared,
-            keys: HashSet::new(),
-            fields: Vec::new(),
-            oneofs: Vec::new(),
-            pending: None,
-        })
+        if let Ctx::Any(any) = &self.ctx {
+            let any = any.clone();
+            return self.visit_any(map, &any);
+        }
+        self.inner
+            .visit_map(GuardMap::new(map, self.ctx, self.shared))
     }
 
     fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
@@ -1022,7 +1051,8 @@ struct GuardMap<'a, A> {
     map: A,
     ctx: Ctx,
     shared: &'a Shared,
-    /// Keys seen in this object, verbatim (but those of known message fields: see `fields`).
+    /// Keys seen in this object, verbatim (but those of known message fields: see `fields`;
+    /// map keys in their canonical form, so that `"1"` and `"01"` are one key).
     keys: HashSet<String>,
     /// (field number, key as sent) for message objects.
     fields: Vec<(u32, String)>,
@@ -1030,49 +1060,87 @@ struct GuardMap<'a, A> {
     oneofs: Vec<(String, String)>,
     /// The field named by the key just read.
     pending: Option<(FieldDescriptor, String)>,
+    /// The context of the value of the key just read, when it is not a field's.
+    pending_ctx: Option<Ctx>,
 }
 
-impl<A> GuardMap<'_, A> {
+impl<'a, A> GuardMap<'a, A> {
+    fn new(map: A, ctx: Ctx, shared: &'a Shared) -> Self {
+        GuardMap {
+            map,
+            ctx,
+            shared,
+            keys: HashSet::new(),
+            fields: Vec::new(),
+            oneofs: Vec::new(),
+            pending: None,
+            pending_ctx: None,
+        }
+    }
+
     fn check_key(&mut self, key: String) -> Result<(), String> {
         if self.keys.contains(&key) {
             return Err(duplicate_key(&key));
         }
-        match &self.ctx {
-            Ctx::Message(desc) => {
-                let field = desc
-                    .get_field_by_json_name(&key)
-                    .or_else(|| desc.get_field_by_name(&key));
-                if let Some(field) = field {
-                    if let Some((_, prev)) = self.fields.iter().find(|(n, _)| *n == field.number())
-                    {
-                        if *prev == key {
-                            return Err(duplicate_key(&key));
-                        }
-                        return Err(format!(
-                            "field `{}` is given twice, as `{prev}` and as `{key}`",
-                            field.name()
-                        ));
-                    }
-                    self.fields.push((field.number(), key.clone()));
-                    self.pending = Some((field, key));
-                    // A known field's key is remembered in `fields`, not in `keys`.
+        let desc = match &self.ctx {
+            Ctx::Message(desc) => desc.clone(),
+            Ctx::Map(key_kind, _) => {
+                let canonical = check_map_key(key_kind, &key)?;
+                if !self.keys.insert(canonical) {
+                    return Err(duplicate_key(&key));
+                }
+                return Ok(());
+            }
+            Ctx::AnyBody(Some(payload)) if key != "@type" => {
+                if !has_special_json(payload.full_name()) {
+                    payload.clone()
+                } else if key == "value" {
+                    self.pending_ctx = Some(Ctx::of_kind(&Kind::Message(payload.clone())));
+                    self.keys.insert(key);
                     return Ok(());
-                } else if self.shared.deny_unknown
-                    && desc.get_extension_by_json_name(&key).is_none()
-                {
-                    let known = desc
-                        .fields()
-                        .map(|f| f.json_name().to_owned())
-                        .collect::<Vec<_>>()
-                        .join(", ");
+                } else if self.shared.deny_unknown {
                     return Err(format!(
-                        "unknown field `{key}` in message `{}` (known fields: {known})",
-                        desc.full_name()
+                        "unknown field `{key}` in a `google.protobuf.Any` holding a `{}` (expected `@type` and `value`)",
+                        payload.full_name()
                     ));
+                } else {
+                    self.keys.insert(key);
+                    return Ok(());
                 }
             }
-            Ctx::Map(key_kind, _) => check_map_key(key_kind, &key)?,
-            _ => {}
+            _ => {
+                self.keys.insert(key);
+                return Ok(());
+            }
+        };
+        let field = desc
+            .get_field_by_json_name(&key)
+            .or_else(|| desc.get_field_by_name(&key));
+        if let Some(field) = field {
+            if let Some((_, prev)) = self.fields.iter().find(|(n, _)| *n == field.number()) {
+                if *prev == key {
+                    return Err(duplicate_key(&key));
+                }
+                return Err(format!(
+                    "field `{}` is given twice, as `{prev}` and as `{key}`",
+                    field.name()
+                ));
+            }
+            self.fields.push((field.number(), key.clone()));
+            self.pending = Some((field, key));
+            // A known field's key is remembered in `fields`, not in `keys`.
+            return Ok(());
+        }
+        if self.shared.deny_unknown && desc.get_extension_by_json_name(&key).is_none() {
+            let known = desc
+                .fields()
+                .map(|f| f.json_name().to_owned())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(format!(
+                "unknown field `{key}` in message `{}` (known fields: {known})",
+                desc.full_name()
+            ));
         }
         self.keys.insert(key);
         Ok(())
@@ -1083,23 +1151,30 @@ fn duplicate_key(key: &str) -> String {
     format!("duplicate key `{key}`: each key may appear only once in a JSON object")
 }
 
-/// JSON map keys are strings; integral and bool keys must parse.
-fn check_map_key(kind: &Kind, key: &str) -> Result<(), String> {
-    let ok = match kind {
-        Kind::Bool => matches!(key, "true" | "false"),
+/// JSON map keys are strings: a bool key is `true` or `false`, an integral key a decimal
+/// integer in range (`-` allowed for signed types, leading zeros allowed). Returns the key's
+/// canonical text, by which duplicates are found.
+fn check_map_key(kind: &Kind, key: &str) -> Result<String, String> {
+    let canonical = match kind {
+        Kind::Bool => matches!(key, "true" | "false").then(|| key.to_owned()),
         k => match int_range(k) {
-            Some((min, max)) => key.parse::<i128>().is_ok_and(|n| n >= min && n <= max),
-            None => true,
+            Some((min, max)) => {
+                let digits = if min < 0 {
+                    key.strip_prefix('-').unwrap_or(key)
+                } else {
+                    key
+                };
+                let decimal = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+                decimal
+                    .then(|| key.parse::<i128>().ok())
+                    .flatten()
+                    .filter(|n| (min..=max).contains(n))
+                    .map(|n| n.to_string())
+            }
+            None => Some(key.to_owned()),
         },
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "map key \"{key}\" is not a valid {}",
-            kind_name(kind)
-        ))
-    }
+    canonical.ok_or_else(|| format!("map key \"{key}\" is not a valid {}", kind_name(kind)))
 }
 
 fn real_oneof(field: &FieldDescriptor) -> Option<prost_reflect::OneofDescriptor> {
@@ -1114,6 +1189,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for GuardMap<'_, A> {
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
         self.pending = None;
+        self.pending_ctx = None;
         let slot = Cell::new(None);
         let key = self.map.next_key_seed(GuardSeed {
             seed,
@@ -1132,9 +1208,10 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for GuardMap<'_, A> {
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
         let Some((field, key)) = self.pending.take() else {
+            let ctx = self.pending_ctx.take().unwrap_or_else(|| self.ctx.child());
             return self.map.next_value_seed(GuardSeed {
                 seed,
-                ctx: self.ctx.child(),
+                ctx,
                 hook: Hook::None,
                 shared: self.shared,
             });
@@ -1184,6 +1261,321 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for GuardMap<'_, A> {
 
     fn size_hint(&self) -> Option<usize> {
         self.map.size_hint()
+    }
+}
+
+/// A number given as a JSON string (or a float given for an integer), as the guard hands it
+/// to prost-reflect instead: its own parsing of strings is Rust's (`+1`, `01`, `inf` pass;
+/// `1e5` does not), and it rejects a float that only rounds to `f32::MAX`.
+#[derive(Clone, Copy)]
+enum Number {
+    Int(i128),
+    F32(f32),
+    F64(f64),
+}
+
+impl Number {
+    fn visit<'de, V: Visitor<'de>, E: de::Error>(self, visitor: V) -> Result<V::Value, E> {
+        // Integers are range-checked for their kind by then: they fit 64 bits.
+        match self {
+            Number::Int(n) if n < 0 => visitor.visit_i64(n as i64),
+            Number::Int(n) => visitor.visit_u64(n as u64),
+            Number::F32(v) => visitor.visit_f32(v),
+            Number::F64(v) => visitor.visit_f64(v),
+        }
+    }
+}
+
+/// The float nearest to `v`, which must not overflow: `3.4028235e38` is `f32::MAX`,
+/// `3.5e38` is out of range.
+fn float_of(v: f64, shown: &dyn fmt::Display) -> Result<f32, String> {
+    let f = v as f32;
+    if v.is_finite() && !f.is_finite() {
+        return Err(format!("value {shown} is out of range for float"));
+    }
+    Ok(f)
+}
+
+/// Whether `s` is a JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_json_number(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > start
+    };
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+enum IntegerError {
+    Fraction,
+    TooLarge,
+}
+
+/// The integer a JSON number in a string spells exactly (`"12"`, `"1e5"`, `"-1.50e2"`), or
+/// why it spells none; `None` if `s` is not a JSON number at all.
+fn parse_integer(s: &str) -> Option<Result<i128, IntegerError>> {
+    if !is_json_number(s) {
+        return None;
+    }
+    let (negative, rest) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (mantissa, exponent) = match rest.split_once(['e', 'E']) {
+        Some((m, e)) => (
+            m,
+            e.parse::<i64>().unwrap_or(if e.starts_with('-') {
+                i64::MIN
+            } else {
+                i64::MAX
+            }),
+        ),
+        None => (rest, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    let significant = digits.trim_end_matches('0');
+    if significant.is_empty() {
+        return Some(Ok(0));
+    }
+    // The value is `significant` × 10^scale.
+    let scale = exponent
+        .saturating_sub(fraction.len() as i64)
+        .saturating_add((digits.len() - significant.len()) as i64);
+    if scale < 0 {
+        return Some(Err(IntegerError::Fraction));
+    }
+    let value = u32::try_from(scale)
+        .ok()
+        .and_then(|scale| 10i128.checked_pow(scale))
+        .zip(significant.parse::<i128>().ok())
+        .and_then(|(power, significant)| significant.checked_mul(power));
+    Some(match value {
+        Some(v) if negative => Ok(-v),
+        Some(v) => Ok(v),
+        None => Err(IntegerError::TooLarge),
+    })
+}
+
+/// What prost-reflect's RFC 3339 check lets through but the mapping rejects: a second `60`
+/// and more than 9 fractional digits (prost-types would round the first and cut the second).
+fn check_timestamp_text(s: &str) -> Result<(), String> {
+    let b = s.as_bytes();
+    // `YYYY-MM-DDTHH:MM:SS`: the seconds are at 17..19.
+    if b.get(17..19) == Some(b"60".as_slice()) {
+        return Err(format!(
+            "invalid rfc3339 timestamp \"{s}\": the second must be below 60"
+        ));
+    }
+    if b.get(19) == Some(&b'.') {
+        let fraction = b[20..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if fraction > 9 {
+            return Err(format!(
+                "invalid rfc3339 timestamp \"{s}\": at most 9 fractional digits"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A `Duration` is `-?[0-9]+(\.[0-9]{1,9})?s` (prost-types also takes more digits, and cuts
+/// them).
+fn check_duration_text(s: &str) -> Result<(), String> {
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let body = s.strip_suffix('s').unwrap_or("");
+    let body = body.strip_prefix('-').unwrap_or(body);
+    let valid = match body.split_once('.') {
+        Some((whole, fraction)) => digits(whole) && digits(fraction) && fraction.len() <= 9,
+        None => digits(body),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid duration \"{s}\": expected seconds with at most 9 decimals and an `s`, like \"-1.5s\""
+        ))
+    }
+}
+
+impl<'de, V: Visitor<'de>> GuardVisitor<'_, V> {
+    /// An `Any` object: buffered, then replayed to prost-reflect `@type` first (then `value`
+    /// for a type with a special JSON form), so that its entries are guarded like those of
+    /// any message, wherever `@type` is. An `Empty` may leave out its `value`, and `{}` is
+    /// the empty `Any`.
+    fn visit_any<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+        any: &MessageDescriptor,
+    ) -> Result<V::Value, A::Error> {
+        let mut entries: Vec<(String, serde_json::Value)> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            // Duplicate keys are found here below the `Any`'s own level, and in the replay at
+            // its level.
+            let value = map.next_value_seed(GuardSeed {
+                seed: std::marker::PhantomData::<serde_json::Value>,
+                ctx: Ctx::Other,
+                hook: Hook::None,
+                shared: self.shared,
+            })?;
+            entries.push((key, value));
+        }
+        let pool = any.parent_pool();
+        let Some(at) = entries.iter().position(|(key, _)| key == "@type") else {
+            if !entries.is_empty() {
+                return Err(de::Error::custom(
+                    "expected '@type' field: an Any object names the type of its fields in `@type`",
+                ));
+            }
+            let stand_in = pool
+                .all_messages()
+                .find(|m| !m.is_map_entry() && !has_special_json(m.full_name()))
+                .ok_or_else(|| de::Error::custom("an empty Any cannot be decoded here"))?;
+            self.shared.empty_any.set(true);
+            let url = format!("{EMPTY_ANY}{}", stand_in.full_name());
+            entries.push(("@type".to_owned(), serde_json::Value::String(url)));
+            let map = GuardMap::new(Replay::new(entries), Ctx::AnyBody(None), self.shared);
+            return self.inner.visit_map(map);
+        };
+        let entry = entries.remove(at);
+        let url = entry.1.as_str().unwrap_or_default().to_owned();
+        entries.insert(0, entry);
+        if url.starts_with(EMPTY_ANY) {
+            return Err(de::Error::custom(format!("invalid type url {url:?}")));
+        }
+        let payload = type_url_message_name(&url)
+            .ok()
+            .and_then(|name| pool.get_message_by_name(name));
+        if let Some(payload) = payload.as_ref().filter(|p| has_special_json(p.full_name())) {
+            match entries.iter().position(|(key, _)| key == "value") {
+                Some(at) => {
+                    let entry = entries.remove(at);
+                    entries.insert(1, entry);
+                }
+                None if payload.full_name() == "google.protobuf.Empty" => {
+                    let empty = serde_json::Value::Object(serde_json::Map::new());
+                    entries.insert(1, ("value".to_owned(), empty));
+                }
+                None => {}
+            }
+        }
+        let map = GuardMap::new(Replay::new(entries), Ctx::AnyBody(payload), self.shared);
+        self.inner.visit_map(map)
+    }
+}
+
+/// Buffered object entries, handed out again (errors turned into the outer type).
+struct Replay<E> {
+    entries: std::vec::IntoIter<(String, serde_json::Value)>,
+    value: Option<serde_json::Value>,
+    error: std::marker::PhantomData<E>,
+}
+
+impl<E> Replay<E> {
+    fn new(entries: Vec<(String, serde_json::Value)>) -> Self {
+        Replay {
+            entries: entries.into_iter(),
+            value: None,
+            error: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'de, E: de::Error> MapAccess<'de> for Replay<E> {
+    type Error = E;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, E> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
+        self.value = Some(value);
+        seed.deserialize(de::value::StringDeserializer::<E>::new(key))
+            .map(Some)
+    }
+
+    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, E> {
+        match self.value.take() {
+            Some(value) => seed.deserialize(value).map_err(E::custom),
+            None => Err(E::custom("internal error: value read twice")),
+        }
+    }
+}
+
+/// Empties the `Any`s decoded from `{}` (see [`EMPTY_ANY`]), wherever they are.
+fn clear_empty_anys(msg: &mut DynamicMessage) {
+    let desc = msg.descriptor();
+    if desc.full_name() != "google.protobuf.Any" {
+        for (_, value) in msg.fields_mut() {
+            clear_empty_anys_in(value);
+        }
+        return;
+    }
+    let url = msg.get_field_by_number(1);
+    let url = url
+        .as_deref()
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if url.starts_with(EMPTY_ANY) {
+        *msg = DynamicMessage::new(desc);
+        return;
+    }
+    // A payload holding such an `Any` holds it encoded: decode, empty, encode again.
+    let bytes = msg.get_field_by_number(2);
+    let bytes = bytes
+        .as_deref()
+        .and_then(Value::as_bytes)
+        .cloned()
+        .unwrap_or_default();
+    if !bytes
+        .windows(EMPTY_ANY.len())
+        .any(|w| w == EMPTY_ANY.as_bytes())
+    {
+        return;
+    }
+    let payload = type_url_message_name(&url)
+        .ok()
+        .and_then(|name| desc.parent_pool().get_message_by_name(name))
+        .and_then(|payload| DynamicMessage::decode(payload, bytes).ok());
+    if let Some(mut payload) = payload {
+        clear_empty_anys(&mut payload);
+        let bytes = crate::transcode::encode::encode(&payload);
+        msg.set_field_by_number(2, Value::Bytes(bytes.into()));
+    }
+}
+
+fn clear_empty_anys_in(value: &mut Value) {
+    match value {
+        Value::Message(m) => clear_empty_anys(m),
+        Value::List(items) => items.iter_mut().for_each(clear_empty_anys_in),
+        Value::Map(entries) => entries.values_mut().for_each(clear_empty_anys_in),
+        _ => {}
     }
 }
 
@@ -1240,227 +1632,565 @@ impl<'de, D: Deserializer<'de>> MapAccess<'de> for SingleFieldAccess<'_, D> {
 
 // ---------------------------------------------------------------------------------------------
 // Output.
+//
+// Written straight into the output buffer (prost-reflect's serializer deviates from the
+// mapping in a few places: non-finite wrapper values, an `Any` without a type, an `Any` of
+// `Empty`, `-0` in fields without presence, enum aliases, field mask paths ending in `_`).
+// The text helpers below are shared with the wire renderer, so that both print the same.
 
-fn serialize_options(opts: &JsonOptions) -> SerializeOptions {
-    SerializeOptions::new()
-        .stringify_64_bit_integers(true)
-        .use_enum_numbers(false)
-        .use_proto_field_name(opts.use_proto_names)
-        .skip_default_fields(!opts.emit_unpopulated)
+/// Where an encoding failure is, innermost segment first.
+enum PathSegment {
+    Key(String),
+    Index(usize),
 }
 
-struct WithOptions<'a> {
-    msg: &'a DynamicMessage,
-    opts: &'a SerializeOptions,
+struct EncodeError {
+    path: Vec<PathSegment>,
+    reason: String,
 }
 
-impl Serialize for WithOptions<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.msg.serialize_with_options(serializer, self.opts)
-    }
-}
-
-/// Serializes `parent`, writing to `out` only the value of the entry named `name`.
-/// `Ok(false)` if prost-reflect did not emit that entry.
-fn pick_field(
-    parent: &DynamicMessage,
-    name: &str,
-    so: &SerializeOptions,
-    out: &mut Vec<u8>,
-    start: usize,
-) -> Result<bool, FieldError> {
-    let found = Cell::new(false);
-    let mut inner_path = None;
-    let result = {
-        let mut ser = serde_json::Serializer::new(&mut *out);
-        let pick = Pick {
-            name,
-            out: &mut ser,
-            found: &found,
-            path: &mut inner_path,
-        };
-        parent.serialize_with_options(pick, so)
-    };
-    match result {
-        Ok(()) => Ok(found.get()),
-        Err(e) => {
-            out.truncate(start);
-            Err(FieldError::new(
-                inner_path.unwrap_or_default(),
-                format!("cannot encode as JSON: {e}"),
-            ))
+impl EncodeError {
+    fn new(reason: impl Into<String>) -> Self {
+        EncodeError {
+            path: Vec::new(),
+            reason: reason.into(),
         }
     }
-}
 
-struct Pick<'a, W> {
-    name: &'a str,
-    out: &'a mut serde_json::Serializer<W>,
-    found: &'a Cell<bool>,
-    path: &'a mut Option<String>,
-}
+    fn at(mut self, segment: PathSegment) -> Self {
+        self.path.push(segment);
+        self
+    }
 
-fn not_an_object() -> serde_json::Error {
-    ser::Error::custom("the selected field's parent does not render as a JSON object")
-}
-
-macro_rules! pick_reject {
-    ($($method:ident: $ty:ty),*) => {$(
-        fn $method(self, _v: $ty) -> Result<(), serde_json::Error> {
-            Err(not_an_object())
+    /// `coAuthors[1].authorId`, as `serde_path_to_error` spells paths on the way in.
+    fn into_field_error(self) -> FieldError {
+        let mut path = String::new();
+        for segment in self.path.iter().rev() {
+            match segment {
+                PathSegment::Key(key) => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key);
+                }
+                PathSegment::Index(i) => path.push_str(&format!("[{i}]")),
+            }
         }
-    )*};
-}
-
-impl<'a, W: io::Write> Serializer for Pick<'a, W> {
-    type Ok = ();
-    type Error = serde_json::Error;
-    type SerializeSeq = Impossible<(), serde_json::Error>;
-    type SerializeTuple = Impossible<(), serde_json::Error>;
-    type SerializeTupleStruct = Impossible<(), serde_json::Error>;
-    type SerializeTupleVariant = Impossible<(), serde_json::Error>;
-    type SerializeMap = PickMap<'a, W>;
-    type SerializeStruct = Impossible<(), serde_json::Error>;
-    type SerializeStructVariant = Impossible<(), serde_json::Error>;
-
-    pick_reject! {
-        serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
-        serialize_i64: i64, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
-        serialize_u64: u64, serialize_f32: f32, serialize_f64: f64, serialize_char: char,
-        serialize_str: &str, serialize_bytes: &[u8], serialize_unit_struct: &'static str
-    }
-
-    fn serialize_none(self) -> Result<(), serde_json::Error> {
-        Err(not_an_object())
-    }
-
-    fn serialize_some<T: ?Sized + Serialize>(self, _v: &T) -> Result<(), serde_json::Error> {
-        Err(not_an_object())
-    }
-
-    fn serialize_unit(self) -> Result<(), serde_json::Error> {
-        Err(not_an_object())
-    }
-
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-    ) -> Result<(), serde_json::Error> {
-        Err(not_an_object())
-    }
-
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(
-        self,
-        _name: &'static str,
-        _v: &T,
-    ) -> Result<(), serde_json::Error> {
-        Err(not_an_object())
-    }
-
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _v: &T,
-    ) -> Result<(), serde_json::Error> {
-        Err(not_an_object())
-    }
-
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, serde_json::Error> {
-        Err(not_an_object())
-    }
-
-    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, serde_json::Error> {
-        Err(not_an_object())
-    }
-
-    fn serialize_tuple_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleStruct, serde_json::Error> {
-        Err(not_an_object())
-    }
-
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleVariant, serde_json::Error> {
-        Err(not_an_object())
-    }
-
-    fn serialize_map(self, _len: Option<usize>) -> Result<PickMap<'a, W>, serde_json::Error> {
-        Ok(PickMap {
-            pick: self,
-            selected: false,
-        })
-    }
-
-    fn serialize_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeStruct, serde_json::Error> {
-        Err(not_an_object())
-    }
-
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeStructVariant, serde_json::Error> {
-        Err(not_an_object())
+        FieldError::new(path, format!("cannot encode as JSON: {}", self.reason))
     }
 }
 
-struct PickMap<'a, W> {
-    pick: Pick<'a, W>,
-    selected: bool,
+type Encoded = Result<(), EncodeError>;
+
+struct Encoder<'a> {
+    opts: &'a JsonOptions,
+    out: &'a mut Vec<u8>,
 }
 
-impl<W: io::Write> SerializeMap for PickMap<'_, W> {
-    type Ok = ();
-    type Error = serde_json::Error;
+impl Encoder<'_> {
+    fn message(&mut self, msg: &DynamicMessage) -> Encoded {
+        let desc = msg.descriptor();
+        match desc.full_name() {
+            "google.protobuf.Any" => self.any(msg),
+            "google.protobuf.Timestamp" => {
+                let (seconds, nanos) = seconds_nanos(msg);
+                write_timestamp(self.out, seconds, nanos).map_err(EncodeError::new)
+            }
+            "google.protobuf.Duration" => {
+                let (seconds, nanos) = seconds_nanos(msg);
+                write_duration(self.out, seconds, nanos).map_err(EncodeError::new)
+            }
+            "google.protobuf.FieldMask" => {
+                let paths = msg.get_field_by_number(1);
+                let paths = paths
+                    .as_deref()
+                    .and_then(Value::as_list)
+                    .unwrap_or_default();
+                write_field_mask(self.out, paths.iter().filter_map(Value::as_str))
+                    .map_err(EncodeError::new)
+            }
+            "google.protobuf.Value" => self.value_message(msg),
+            "google.protobuf.Empty" => {
+                self.out.extend_from_slice(b"{}");
+                Ok(())
+            }
+            // `Struct` (its map), `ListValue` (its list) and the wrappers (their value): the
+            // JSON of field 1.
+            name if has_special_json(name) => match desc.get_field(1) {
+                Some(field) => self.value(&msg.get_field(&field), &field.kind()),
+                None => self.fields(msg, None),
+            },
+            _ => self.fields(msg, None),
+        }
+    }
 
-    fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<(), serde_json::Error> {
-        let key = serde_json::to_value(key)?;
-        self.selected = !self.pick.found.get() && key.as_str() == Some(self.pick.name);
+    /// An object of the fields of `msg`, after an `"@type"` entry if `type_url` is given.
+    fn fields(&mut self, msg: &DynamicMessage, type_url: Option<&str>) -> Encoded {
+        self.out.push(b'{');
+        let mut first = true;
+        if let Some(url) = type_url {
+            write_str(self.out, "@type");
+            self.out.push(b':');
+            write_str(self.out, url);
+            first = false;
+        }
+        for field in msg.descriptor().fields() {
+            let shown = msg.has_field(&field)
+                || (!field.supports_presence()
+                    && (self.opts.emit_unpopulated || negative_zero(msg, &field)));
+            if !shown {
+                continue;
+            }
+            let name = if self.opts.use_proto_names {
+                field.name()
+            } else {
+                field.json_name()
+            };
+            self.key(name, &mut first);
+            self.value(&msg.get_field(&field), &field.kind())
+                .map_err(|e| e.at(PathSegment::Key(name.to_owned())))?;
+        }
+        for (extension, value) in msg.extensions() {
+            let name = extension.json_name();
+            self.key(name, &mut first);
+            self.value(value, &extension.kind())
+                .map_err(|e| e.at(PathSegment::Key(name.to_owned())))?;
+        }
+        self.out.push(b'}');
         Ok(())
     }
 
-    fn serialize_value<T: ?Sized + Serialize>(
-        &mut self,
-        value: &T,
-    ) -> Result<(), serde_json::Error> {
-        if !self.selected {
+    fn key(&mut self, name: &str, first: &mut bool) {
+        if !std::mem::take(first) {
+            self.out.push(b',');
+        }
+        write_str(self.out, name);
+        self.out.push(b':');
+    }
+
+    /// One value of a field (a whole list or map for repeated and map fields) of type `kind`.
+    fn value(&mut self, value: &Value, kind: &Kind) -> Encoded {
+        match value {
+            Value::Bool(v) => self
+                .out
+                .extend_from_slice(if *v { b"true" } else { b"false" }),
+            Value::I32(v) => write_i64(self.out, i64::from(*v)),
+            Value::U32(v) => write_u64(self.out, u64::from(*v)),
+            Value::I64(v) => {
+                self.out.push(b'"');
+                write_i64(self.out, *v);
+                self.out.push(b'"');
+            }
+            Value::U64(v) => {
+                self.out.push(b'"');
+                write_u64(self.out, *v);
+                self.out.push(b'"');
+            }
+            Value::F32(v) => write_f32(self.out, *v),
+            Value::F64(v) => write_f64(self.out, *v),
+            Value::String(v) => write_str(self.out, v),
+            Value::Bytes(v) => write_base64(self.out, v),
+            Value::EnumNumber(number) => match kind {
+                Kind::Enum(e) if e.full_name() == "google.protobuf.NullValue" => {
+                    self.out.extend_from_slice(b"null");
+                }
+                Kind::Enum(e) => match enum_value_name(e, *number) {
+                    Some(name) => write_str(self.out, name),
+                    None => write_i64(self.out, i64::from(*number)),
+                },
+                _ => write_i64(self.out, i64::from(*number)),
+            },
+            Value::Message(m) => return self.message(m),
+            Value::List(items) => {
+                self.out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b',');
+                    }
+                    self.value(item, kind)
+                        .map_err(|e| e.at(PathSegment::Index(i)))?;
+                }
+                self.out.push(b']');
+            }
+            Value::Map(entries) => {
+                let Kind::Message(entry) = kind else {
+                    return Err(EncodeError::new("a map value without a map entry type"));
+                };
+                let value_kind = entry.map_entry_value_field().kind();
+                // In key order, so that the output does not depend on hashing.
+                let mut entries: Vec<_> = entries.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                self.out.push(b'{');
+                let mut first = true;
+                for (key, value) in entries {
+                    let key = match key {
+                        MapKey::Bool(v) => v.to_string(),
+                        MapKey::I32(v) => v.to_string(),
+                        MapKey::I64(v) => v.to_string(),
+                        MapKey::U32(v) => v.to_string(),
+                        MapKey::U64(v) => v.to_string(),
+                        MapKey::String(v) => v.clone(),
+                    };
+                    self.key(&key, &mut first);
+                    self.value(value, &value_kind)
+                        .map_err(|e| e.at(PathSegment::Key(key)))?;
+                }
+                self.out.push(b'}');
+            }
+        }
+        Ok(())
+    }
+
+    /// `{"@type": url, fields...}`, or `{"@type": url, "value": json}` for a type with a
+    /// special JSON form; `{}` for the empty `Any`.
+    fn any(&mut self, msg: &DynamicMessage) -> Encoded {
+        let url = msg.get_field_by_number(1);
+        let url = url.as_deref().and_then(Value::as_str).unwrap_or_default();
+        let bytes = msg.get_field_by_number(2);
+        let bytes = bytes.as_deref().and_then(Value::as_bytes);
+        let bytes = bytes.map(|b| b.as_ref()).unwrap_or_default();
+        if url.is_empty() {
+            if !bytes.is_empty() {
+                return Err(EncodeError::new(
+                    "google.protobuf.Any has a value but no type URL",
+                ));
+            }
+            self.out.extend_from_slice(b"{}");
             return Ok(());
         }
-        self.selected = false;
-        self.pick.found.set(true);
-        serde_path_to_error::serialize(value, &mut *self.pick.out).map_err(|e| {
-            let inner = path_string(e.path());
-            *self.pick.path = Some(if inner.is_empty() {
-                self.pick.name.to_owned()
-            } else if inner.starts_with('[') {
-                format!("{}{inner}", self.pick.name)
-            } else {
-                format!("{}.{inner}", self.pick.name)
-            });
-            e.into_inner()
-        })
-    }
-
-    fn end(self) -> Result<(), serde_json::Error> {
+        let name = type_url_message_name(url).map_err(EncodeError::new)?;
+        let desc = msg
+            .descriptor()
+            .parent_pool()
+            .get_message_by_name(name)
+            .ok_or_else(|| EncodeError::new(format!("message '{name}' not found")))?;
+        let payload = DynamicMessage::decode(desc, bytes)
+            .map_err(|e| EncodeError::new(format!("error decoding: {e}")))?;
+        // `Empty` is an object already: it shows as `{"@type": url}`, as protobuf does.
+        if name == "google.protobuf.Empty" || !has_special_json(name) {
+            return self.fields(&payload, Some(url));
+        }
+        self.out.push(b'{');
+        write_str(self.out, "@type");
+        self.out.push(b':');
+        write_str(self.out, url);
+        self.out.extend_from_slice(b",\"value\":");
+        self.message(&payload)
+            .map_err(|e| e.at(PathSegment::Key("value".to_owned())))?;
+        self.out.push(b'}');
         Ok(())
     }
+
+    /// `google.protobuf.Value`: its one set member, or `null`.
+    fn value_message(&mut self, msg: &DynamicMessage) -> Encoded {
+        let Some((field, value)) = msg.fields().last() else {
+            self.out.extend_from_slice(b"null");
+            return Ok(());
+        };
+        match value {
+            Value::F64(v) if !v.is_finite() => Err(EncodeError::new(
+                "cannot serialize non-finite double in google.protobuf.Value",
+            )),
+            value => self.value(value, &field.kind()),
+        }
+    }
+}
+
+/// A field without presence holding `-0.0`: `has_field` calls it a default (`-0.0 == 0.0`),
+/// but protobuf tells it from `0` by its bits, and so does the JSON mapping.
+fn negative_zero(msg: &DynamicMessage, field: &FieldDescriptor) -> bool {
+    if field.is_list() || field.is_map() || !matches!(field.kind(), Kind::Float | Kind::Double) {
+        return false;
+    }
+    match *msg.get_field(field) {
+        Value::F32(v) => v == 0.0 && v.is_sign_negative(),
+        Value::F64(v) => v == 0.0 && v.is_sign_negative(),
+        _ => false,
+    }
+}
+
+fn seconds_nanos(msg: &DynamicMessage) -> (i64, i32) {
+    let seconds = msg.get_field_by_number(1);
+    let nanos = msg.get_field_by_number(2);
+    (
+        seconds
+            .as_deref()
+            .and_then(Value::as_i64)
+            .unwrap_or_default(),
+        nanos.as_deref().and_then(Value::as_i32).unwrap_or_default(),
+    )
+}
+
+/// The message name of a type URL: what follows its last `/`.
+pub(crate) fn type_url_message_name(url: &str) -> Result<&str, String> {
+    match url.rsplit_once('/') {
+        Some((_, name)) if !name.is_empty() => Ok(name),
+        _ => Err(format!(
+            "unsupported type url '{url}': expected a '/' followed by a message name"
+        )),
+    }
+}
+
+/// The name an enum number is shown by: the first value declared with that number (an alias
+/// declared later is never shown), or `None` for an unknown number.
+pub(crate) fn enum_value_name(e: &prost_reflect::EnumDescriptor, number: i32) -> Option<&str> {
+    e.enum_descriptor_proto()
+        .value
+        .iter()
+        .find(|v| v.number() == number)
+        .map(|v| v.name())
+}
+
+// Text helpers, byte for byte as serde_json writes (and shared with `wire::render`).
+
+/// serde_json's escape table: `"`, `\` and control characters; nothing else.
+pub(crate) static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = b'u';
+        i += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// Append `s` as a JSON string.
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    write_escaped(out, s);
+    out.push(b'"');
+}
+
+/// Append `s` escaped as inside a JSON string, without the quotes.
+pub(crate) fn write_escaped(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = ESCAPE[b as usize];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if escape == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xf) as usize]);
+        } else {
+            out.push(b'\\');
+            out.push(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+// Writing into a `Vec<u8>` cannot fail, so the `io::Result`s below carry nothing.
+
+pub(crate) fn write_i64(out: &mut Vec<u8>, v: i64) {
+    let _ = CompactFormatter.write_i64(out, v);
+}
+
+pub(crate) fn write_u64(out: &mut Vec<u8>, v: u64) {
+    let _ = CompactFormatter.write_u64(out, v);
+}
+
+/// A float in its shortest round-trip form (`0.1f32` is `0.1`), or `"NaN"`, `"Infinity"`,
+/// `"-Infinity"`.
+pub(crate) fn write_f32(out: &mut Vec<u8>, v: f32) {
+    if v.is_finite() {
+        let _ = CompactFormatter.write_f32(out, v);
+    } else {
+        out.extend_from_slice(non_finite(f64::from(v)));
+    }
+}
+
+pub(crate) fn write_f64(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        let _ = CompactFormatter.write_f64(out, v);
+    } else {
+        out.extend_from_slice(non_finite(v));
+    }
+}
+
+fn non_finite(v: f64) -> &'static [u8] {
+    if v.is_nan() {
+        b"\"NaN\""
+    } else if v > 0.0 {
+        b"\"Infinity\""
+    } else {
+        b"\"-Infinity\""
+    }
+}
+
+/// Bytes in standard base64 with padding, quoted.
+pub(crate) fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    let start = out.len();
+    // Four characters for every three bytes or part of them.
+    out.resize(start + bytes.len().div_ceil(3) * 4, 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(bytes, &mut out[start..])
+        .unwrap_or_default();
+    out.truncate(start + written);
+    out.push(b'"');
+}
+
+const NANOS_PER_SECOND: i32 = 1_000_000_000;
+const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800; // 0001-01-01T00:00:00Z
+const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+const MAX_DURATION_SECONDS: u64 = 315_576_000_000; // 10 000 years
+
+/// `value` in exactly `width` (at most 9) decimal digits, zero-padded (it must fit).
+fn digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
+    let mut text = [b'0'; 9];
+    let text = &mut text[..width.min(9)];
+    for slot in text.iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    out.extend_from_slice(text);
+}
+
+/// The fraction of a second: nothing, or `.` and 3, 6 or 9 digits, the fewest that are exact.
+fn fraction(out: &mut Vec<u8>, nanos: u32) {
+    if nanos == 0 {
+        return;
+    }
+    out.push(b'.');
+    if nanos % 1_000_000 == 0 {
+        digits(out, nanos / 1_000_000, 3);
+    } else if nanos % 1_000 == 0 {
+        digits(out, nanos / 1_000, 6);
+    } else {
+        digits(out, nanos, 9);
+    }
+}
+
+/// The proleptic Gregorian `(year, month, day)` of `days` since 1970-01-01.
+///
+/// Counted from 0000-03-01, so that a leap day ends its year: the days split into 400-year
+/// eras of 146 097 days, an era into years of 365 days plus one every fourth year, less one
+/// every hundredth (but the 400th); months from March run 31, 30, 31, 30, 31 days twice
+/// then 31, 29/28, which `(5 * day_of_year + 2) / 153` finds.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // 0000-03-01 is 719 468 days before 1970-01-01.
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    } as u32;
+    let year = era * 400 + year_of_era + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A `Timestamp` as a quoted RFC 3339 UTC string (`"1970-01-01T00:00:00.500Z"`), or why it
+/// has none: seconds outside years 1 to 9999, nanos outside `0..1e9`.
+pub(crate) fn write_timestamp(
+    out: &mut Vec<u8>,
+    seconds: i64,
+    nanos: i32,
+) -> Result<(), &'static str> {
+    if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&seconds) {
+        return Err("timestamp out of range");
+    }
+    if !(0..NANOS_PER_SECOND).contains(&nanos) {
+        return Err("timestamp nanos out of range");
+    }
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    let time = seconds.rem_euclid(86_400) as u32;
+    out.push(b'"');
+    digits(out, year as u32, 4);
+    out.push(b'-');
+    digits(out, month, 2);
+    out.push(b'-');
+    digits(out, day, 2);
+    out.push(b'T');
+    digits(out, time / 3600, 2);
+    out.push(b':');
+    digits(out, time / 60 % 60, 2);
+    out.push(b':');
+    digits(out, time % 60, 2);
+    fraction(out, nanos as u32);
+    out.extend_from_slice(b"Z\"");
+    Ok(())
+}
+
+/// A `Duration` as a quoted string of seconds (`"-1.500s"`), or why it has none: beyond
+/// ±10 000 years, nanos beyond ±999 999 999 or of the other sign than the seconds.
+pub(crate) fn write_duration(
+    out: &mut Vec<u8>,
+    seconds: i64,
+    nanos: i32,
+) -> Result<(), &'static str> {
+    if seconds.unsigned_abs() > MAX_DURATION_SECONDS || nanos.unsigned_abs() >= 1_000_000_000 {
+        return Err("duration out of range");
+    }
+    if (seconds > 0 && nanos < 0) || (seconds < 0 && nanos > 0) {
+        return Err("duration seconds and nanos have different signs");
+    }
+    out.push(b'"');
+    if seconds < 0 || nanos < 0 {
+        out.push(b'-');
+    }
+    write_u64(out, seconds.unsigned_abs());
+    fraction(out, nanos.unsigned_abs());
+    out.extend_from_slice(b"s\"");
+    Ok(())
+}
+
+/// A `FieldMask` as a quoted string of lowerCamelCase paths joined by `,`, or an error if a
+/// path would not come back the same from that form (`fooBar`, `foo_3_bar`, `foo__bar`,
+/// `foo_`).
+pub(crate) fn write_field_mask<'p>(
+    out: &mut Vec<u8>,
+    paths: impl IntoIterator<Item = &'p str>,
+) -> Result<(), &'static str> {
+    const NO_ROUND_TRIP: &str = "field mask path cannot round-trip through lowerCamelCase";
+    let mut text = String::new();
+    for (i, path) in paths.into_iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        let mut upper_next = false;
+        for ch in path.chars() {
+            if ch.is_ascii_uppercase() {
+                return Err(NO_ROUND_TRIP);
+            }
+            if upper_next {
+                if !ch.is_ascii_lowercase() {
+                    return Err(NO_ROUND_TRIP);
+                }
+                text.push(ch.to_ascii_uppercase());
+                upper_next = false;
+            } else if ch == '_' {
+                upper_next = true;
+            } else {
+                text.push(ch);
+            }
+        }
+        if upper_next {
+            return Err(NO_ROUND_TRIP);
+        }
+    }
+    write_str(out, &text);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1491,24 +2221,47 @@ mod tests {
     }
 
     fn check_with(opts: &JsonOptions, ty: &str, body: impl AsRef<[u8]>, want: Want) {
-        let body = body.as_ref();
+        if let Err(failure) = outcome(opts, ty, body.as_ref(), want) {
+            panic!("{failure}");
+        }
+    }
+
+    /// What `check_with` checks, as a description of the mismatch if there is one.
+    fn outcome(opts: &JsonOptions, ty: &str, body: &[u8], want: Want) -> Result<(), String> {
         let shown = String::from_utf8_lossy(body);
         match (decode_message(&desc(ty), body, opts), want) {
             (Ok(msg), Ok(expected)) => {
-                let out = encode_message(&msg, &JsonOptions::default()).unwrap();
+                let out = encode_message(&msg, &JsonOptions::default())
+                    .map_err(|e| format!("body {shown}: re-encoding failed: {e}"))?;
                 let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
                 let expected: serde_json::Value = serde_json::from_str(expected).unwrap();
-                assert_eq!(got, expected, "body {shown}");
+                if got != expected {
+                    return Err(format!("body {shown}: got {got}, want {expected}"));
+                }
             }
             (Err(e), Err((field, part))) => {
-                assert_eq!(e.field, field, "body {shown}: {e}");
-                assert!(
-                    e.reason.contains(part),
-                    "body {shown}: `{e}` lacks `{part}`"
-                );
+                if e.field != field || !e.reason.contains(part) {
+                    return Err(format!(
+                        "body {shown}: got `{e}` at `{}`, want `{part}` at `{field}`",
+                        e.field
+                    ));
+                }
             }
-            (got, want) => panic!("body {shown}: got {got:?}, want {want:?}"),
+            (Ok(msg), Err(_)) => {
+                let out = encode_message(&msg, &JsonOptions::default()).unwrap_or_default();
+                return Err(format!(
+                    "body {shown}: accepted as {}, want {want:?}",
+                    String::from_utf8_lossy(&out)
+                ));
+            }
+            (Err(e), Ok(_)) => {
+                return Err(format!(
+                    "body {shown}: rejected with `{e}` at `{}`, want {want:?}",
+                    e.field
+                ))
+            }
         }
+        Ok(())
     }
 
     #[test]
@@ -1599,7 +2352,7 @@ mod tests {
         check("Scalars", r#"{"fUint32":-1}"#, Err(("fUint32", "value -1 is out of range for uint32")));
         check("Scalars", r#"{"fUint32":4294967296}"#, Err(("fUint32", "out of range for uint32")));
         check("Scalars", r#"{"fInt64":"9223372036854775808"}"#, Err(("fInt64", "out of range for int64")));
-        check("Scalars", r#"{"fInt64":"1.5"}"#, Err(("fInt64", "not a valid int64")));
+        check("Scalars", r#"{"fInt64":"1.5"}"#, Err(("fInt64", "\"1.5\" is not an integer (int64 expected)")));
         check("Scalars", r#"{"fUint64":"-1"}"#, Err(("fUint64", "out of range for uint64")));
         check("Scalars", r#"{"fFixed32":0.5}"#, Err(("fFixed32", "not an integer (fixed32 expected)")));
         check("Scalars", r#"{"fFloat":1e39}"#, Err(("fFloat", "out of range for float")));
@@ -1619,7 +2372,7 @@ mod tests {
         check("WellKnown", r#"{"ts":"2024-13-01"}"#, Err(("ts", "invalid rfc3339 timestamp")));
         check("WellKnown", r#"{"ts":"2024-01-01T00:00:00"}"#, Err(("ts", "invalid rfc3339 timestamp")));
         check("WellKnown", r#"{"ts":5}"#, Err(("ts", "invalid type: integer")));
-        check("WellKnown", r#"{"dur":"5"}"#, Err(("dur", "failed to parse duration")));
+        check("WellKnown", r#"{"dur":"5"}"#, Err(("dur", "invalid duration \"5\": expected seconds")));
         check("WellKnown", r#"{"dur":"99999999999999s"}"#, Err(("dur", "duration")));
         check("WellKnown", r#"{"mask":"page_count"}"#, Err(("mask", "invalid field mask")));
         check("WellKnown", r#"{"i32w":3000000000}"#, Err(("i32w", "out of range for int32")));
@@ -1647,6 +2400,486 @@ mod tests {
         check("WellKnown", r#"{"val":{"x":[{"y":1,"y":1}]}}"#, Err(("val.x[0].y", "duplicate key `y`")));
         check("Book", r#"{"page_count":1,"pageCount":2}"#, Err(("pageCount", "field `page_count` is given twice, as `page_count` and as `pageCount`")));
         check("Book", r#"{"label":"a","display_name":"b"}"#, Err(("display_name", "given twice")));
+    }
+
+    /// Runs `check_with` on every row and reports all the rows that fail, not only the first.
+    fn check_rows(opts: &JsonOptions, rows: &[(&str, &str, Want)]) {
+        let failures: Vec<String> = rows
+            .iter()
+            .filter_map(|(ty, body, want)| outcome(opts, ty, body.as_bytes(), *want).err())
+            .collect();
+        assert!(
+            failures.is_empty(),
+            "{} failing rows:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+
+    // The JSON cases of protobuf's conformance suite (`conformance/json_*_test.cc`, formerly
+    // `binary_json_conformance_suite.cc`), on our test types, plus neighbours of them.
+
+    #[test]
+    #[rustfmt::skip]
+    fn conformance_integers() {
+        check_rows(&JsonOptions::default(), &[
+            ("Scalars", r#"{"fInt32": 2147483647}"#, Ok(r#"{"fInt32":2147483647}"#)),
+            ("Scalars", r#"{"fInt32": -2147483648}"#, Ok(r#"{"fInt32":-2147483648}"#)),
+            ("Scalars", r#"{"fUint32": 4294967295}"#, Ok(r#"{"fUint32":4294967295}"#)),
+            ("Scalars", r#"{"fInt64": "9223372036854775807"}"#, Ok(r#"{"fInt64":"9223372036854775807"}"#)),
+            ("Scalars", r#"{"fInt64": "-9223372036854775808"}"#, Ok(r#"{"fInt64":"-9223372036854775808"}"#)),
+            ("Scalars", r#"{"fUint64": "18446744073709551615"}"#, Ok(r#"{"fUint64":"18446744073709551615"}"#)),
+            ("Scalars", r#"{"fInt64": 9223372036854774784}"#, Ok(r#"{"fInt64":"9223372036854774784"}"#)),
+            ("Scalars", r#"{"fInt64": -9223372036854775808}"#, Ok(r#"{"fInt64":"-9223372036854775808"}"#)),
+            ("Scalars", r#"{"fUint64": 18446744073709549568}"#, Ok(r#"{"fUint64":"18446744073709549568"}"#)),
+            ("Scalars", r#"{"fInt64": 9223372036854775807}"#, Ok(r#"{"fInt64":"9223372036854775807"}"#)),
+            ("Scalars", r#"{"fInt32": "2147483647"}"#, Ok(r#"{"fInt32":2147483647}"#)),
+            ("Scalars", r#"{"fInt32": "2\u003147483647"}"#, Ok(r#"{"fInt32":2147483647}"#)),
+            ("Scalars", r#"{"fInt32": "0"}"#, Ok("{}")),
+            ("Scalars", r#"{"fInt32": "-0"}"#, Ok("{}")),
+            ("Scalars", r#"{"fInt32": "1e5"}"#, Ok(r#"{"fInt32":100000}"#)),
+            ("Scalars", r#"{"fInt32": "1E2"}"#, Ok(r#"{"fInt32":100}"#)),
+            ("Scalars", r#"{"fInt32": "1e+2"}"#, Ok(r#"{"fInt32":100}"#)),
+            ("Scalars", r#"{"fInt32": "100e-2"}"#, Ok(r#"{"fInt32":1}"#)),
+            ("Scalars", r#"{"fInt32": "1.0"}"#, Ok(r#"{"fInt32":1}"#)),
+            ("Scalars", r#"{"fInt32": "-12.000"}"#, Ok(r#"{"fInt32":-12}"#)),
+            ("Scalars", r#"{"fInt64": "1e18"}"#, Ok(r#"{"fInt64":"1000000000000000000"}"#)),
+            ("Scalars", r#"{"fInt64": "9223372036854775807.0"}"#, Ok(r#"{"fInt64":"9223372036854775807"}"#)),
+            ("Scalars", r#"{"fUint64": "1844674407370955161.5e1"}"#, Ok(r#"{"fUint64":"18446744073709551615"}"#)),
+            ("Scalars", r#"{"fSint32": "-5", "fSfixed64": "-1e3", "fFixed32": 7.0}"#, Ok(r#"{"fSint32":-5,"fSfixed64":"-1000","fFixed32":7}"#)),
+            ("Scalars", r#"{"fInt32": 100000.000}"#, Ok(r#"{"fInt32":100000}"#)),
+            ("Scalars", r#"{"fInt32": 1e5}"#, Ok(r#"{"fInt32":100000}"#)),
+            ("Scalars", r#"{"fInt32": 2.147483647e9}"#, Ok(r#"{"fInt32":2147483647}"#)),
+            ("Scalars", r#"{"fInt32": -2.147483648e9}"#, Ok(r#"{"fInt32":-2147483648}"#)),
+            ("Scalars", r#"{"fUint32": 4.294967295e9}"#, Ok(r#"{"fUint32":4294967295}"#)),
+            ("Scalars", r#"{"fInt64": 1}"#, Ok(r#"{"fInt64":"1"}"#)),
+            ("Scalars", r#"{"fUint64": 1}"#, Ok(r#"{"fUint64":"1"}"#)),
+            ("Scalars", r#"{"fInt32": 2147483648}"#, Err(("fInt32", "out of range for int32"))),
+            ("Scalars", r#"{"fInt32": -2147483649}"#, Err(("fInt32", "out of range for int32"))),
+            ("Scalars", r#"{"fUint32": 4294967296}"#, Err(("fUint32", "out of range for uint32"))),
+            ("Scalars", r#"{"fUint32": -1}"#, Err(("fUint32", "out of range for uint32"))),
+            ("Scalars", r#"{"fUint32": "-1"}"#, Err(("fUint32", "out of range for uint32"))),
+            ("Scalars", r#"{"fInt64": "9223372036854775808"}"#, Err(("fInt64", "out of range for int64"))),
+            ("Scalars", r#"{"fInt64": "-9223372036854775809"}"#, Err(("fInt64", "out of range for int64"))),
+            ("Scalars", r#"{"fInt64": 9223372036854775808}"#, Err(("fInt64", "out of range for int64"))),
+            ("Scalars", r#"{"fInt64": 9.3e18}"#, Err(("fInt64", "out of range for int64"))),
+            ("Scalars", r#"{"fInt64": 9223372036854775808.0}"#, Err(("fInt64", "out of range for int64"))),
+            ("Scalars", r#"{"fUint64": "18446744073709551616"}"#, Err(("fUint64", "out of range for uint64"))),
+            ("Scalars", r#"{"fUint64": 18446744073709551616}"#, Err(("fUint64", "out of range for uint64"))),
+            ("Scalars", r#"{"fUint64": 1e20}"#, Err(("fUint64", "out of range for uint64"))),
+            ("Scalars", r#"{"fUint64": "1e536870000"}"#, Err(("fUint64", "out of range for uint64"))),
+            ("Scalars", r#"{"fInt32": 0.5}"#, Err(("fInt32", "not an integer"))),
+            ("Scalars", r#"{"fInt32": 1.5}"#, Err(("fInt32", "not an integer"))),
+            ("Scalars", r#"{"fUint32": 0.5}"#, Err(("fUint32", "not an integer"))),
+            ("Scalars", r#"{"fInt64": "0.5"}"#, Err(("fInt64", "not an integer"))),
+            ("Scalars", r#"{"fUint64": "0.5"}"#, Err(("fUint64", "not an integer"))),
+            ("Scalars", r#"{"fInt32": "1e-1"}"#, Err(("fInt32", "not an integer"))),
+            ("Scalars", r#"{"fInt32": true}"#, Err(("fInt32", "invalid type: boolean"))),
+            ("Scalars", r#"{"fInt32": false}"#, Err(("fInt32", "invalid type: boolean"))),
+            ("Scalars", r#"{"fInt32": "3x3"}"#, Err(("fInt32", "\"3x3\" is not a valid int32"))),
+            ("Scalars", r#"{"fUint32": "3x3"}"#, Err(("fUint32", "not a valid uint32"))),
+            ("Scalars", r#"{"fInt64": "3x3"}"#, Err(("fInt64", "not a valid int64"))),
+            ("Scalars", r#"{"fUint64": "3x3"}"#, Err(("fUint64", "not a valid uint64"))),
+            ("Scalars", r#"{"fInt32": "12abc"}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fInt32": "12 34"}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fInt32": "12,34"}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", "{\"fInt32\": \"12\u{8C37}\u{6B4C}34\"}", Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fInt32": "abc"}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", "{\"fInt32\": \"\u{661}\u{662}\u{663}\"}", Err(("fInt32", "not a valid int32"))),
+            ("Scalars", "{\"fInt64\": \"\u{FF11}\u{FF12}\u{FF13}\"}", Err(("fInt64", "not a valid int64"))),
+            ("Scalars", r#"{"fInt32": ""}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fUint32": ""}"#, Err(("fUint32", "not a valid uint32"))),
+            ("Scalars", r#"{"fInt64": ""}"#, Err(("fInt64", "not a valid int64"))),
+            ("Scalars", r#"{"fUint64": ""}"#, Err(("fUint64", "not a valid uint64"))),
+            ("Scalars", r#"{"fInt32": " 1"}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fInt32": "1 "}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fInt32": "+1"}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fInt32": "01"}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fInt32": "-01"}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fInt32": "0x10"}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fInt32": "-"}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fInt32": "1e"}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fInt32": ".5"}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fInt32": "5."}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fInt32": "Infinity"}"#, Err(("fInt32", "not a valid int32"))),
+            ("Scalars", r#"{"fInt32": +1}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fInt32": 01}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fInt32": -01}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fInt32": 0x10}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"rInt32": [1, "2", 3e0]}"#, Ok(r#"{"rInt32":[1,2,3]}"#)),
+            ("Scalars", r#"{"rInt32": [1, false, 3, 4]}"#, Err(("rInt32[1]", "invalid type: boolean"))),
+            ("Scalars", r#"{"rInt32": [1, 2, "name", 4]}"#, Err(("rInt32[2]", "not a valid int32"))),
+            ("Scalars", r#"{"rInt32": [1, 2, 3, {"a": 4}]}"#, Err(("rInt32[3]", "invalid type: map"))),
+            ("Scalars", r#"{"rInt32": [1, 2, 3, 4,]}"#, Err(("", "malformed JSON"))),
+            ("WellKnown", r#"{"i32w": "1e2", "i64w": "-1.0", "u64w": 1e3}"#, Ok(r#"{"i32w":100,"i64w":"-1","u64w":"1000"}"#)),
+            ("WellKnown", r#"{"u32w": -1}"#, Err(("u32w", "out of range for uint32"))),
+            ("WellKnown", r#"{"i64w": "+1"}"#, Err(("i64w", "not a valid int64"))),
+        ]);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn conformance_floats() {
+        check_rows(&JsonOptions::default(), &[
+            ("Scalars", r#"{"fFloat": 1.175494e-38}"#, Ok(r#"{"fFloat":1.175494e-38}"#)),
+            ("Scalars", r#"{"fFloat": -1.175494e-38}"#, Ok(r#"{"fFloat":-1.175494e-38}"#)),
+            ("Scalars", r#"{"fFloat": 3.402823e+38}"#, Ok(r#"{"fFloat":3.402823e38}"#)),
+            ("Scalars", r#"{"fFloat": -3.402823e+38}"#, Ok(r#"{"fFloat":-3.402823e38}"#)),
+            ("Scalars", r#"{"fFloat": 3.4028235e38}"#, Ok(r#"{"fFloat":3.4028235e38}"#)),
+            ("Scalars", r#"{"fFloat": "-3.4028235e38"}"#, Ok(r#"{"fFloat":-3.4028235e38}"#)),
+            ("Scalars", r#"{"fFloat": "1"}"#, Ok(r#"{"fFloat":1.0}"#)),
+            ("Scalars", r#"{"fFloat": "1.175494e-38"}"#, Ok(r#"{"fFloat":1.175494e-38}"#)),
+            ("Scalars", r#"{"fFloat": 0.1}"#, Ok(r#"{"fFloat":0.1}"#)),
+            ("Scalars", r#"{"fFloat": 1e-45}"#, Ok(r#"{"fFloat":1e-45}"#)),
+            ("Scalars", r#"{"fFloat": 1e-50}"#, Ok("{}")),
+            ("Scalars", r#"{"fFloat": "NaN"}"#, Ok(r#"{"fFloat":"NaN"}"#)),
+            ("Scalars", r#"{"fFloat": "Infinity"}"#, Ok(r#"{"fFloat":"Infinity"}"#)),
+            ("Scalars", r#"{"fFloat": "-Infinity"}"#, Ok(r#"{"fFloat":"-Infinity"}"#)),
+            ("Scalars", r#"{"fFloat": NaN}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fFloat": Infinity}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fFloat": -Infinity}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fFloat": -3.502823e+38}"#, Err(("fFloat", "out of range for float"))),
+            ("Scalars", r#"{"fFloat": 3.502823e+38}"#, Err(("fFloat", "out of range for float"))),
+            ("Scalars", r#"{"fFloat": 3.4028236e38}"#, Err(("fFloat", "out of range for float"))),
+            ("Scalars", r#"{"fFloat": "1e39"}"#, Err(("fFloat", "out of range for float"))),
+            ("Scalars", r#"{"fFloat": ""}"#, Err(("fFloat", "not a valid float"))),
+            ("Scalars", r#"{"fFloat": "12abc"}"#, Err(("fFloat", "not a valid float"))),
+            ("Scalars", r#"{"fFloat": "abc"}"#, Err(("fFloat", "not a valid float"))),
+            ("Scalars", r#"{"fFloat": "12 34"}"#, Err(("fFloat", "not a valid float"))),
+            ("Scalars", r#"{"fFloat": "12,34"}"#, Err(("fFloat", "not a valid float"))),
+            ("Scalars", "{\"fFloat\": \"12\u{8C37}\u{6B4C}34\"}", Err(("fFloat", "not a valid float"))),
+            ("Scalars", r#"{"fFloat": true}"#, Err(("fFloat", "invalid type: boolean"))),
+            ("Scalars", r#"{"fFloat": false}"#, Err(("fFloat", "invalid type: boolean"))),
+            ("Scalars", r#"{"fFloat": "inf"}"#, Err(("fFloat", "not a valid float"))),
+            ("Scalars", r#"{"fFloat": "nan"}"#, Err(("fFloat", "not a valid float"))),
+            ("Scalars", r#"{"fFloat": "infinity"}"#, Err(("fFloat", "not a valid float"))),
+            ("Scalars", r#"{"fFloat": "+1"}"#, Err(("fFloat", "not a valid float"))),
+            ("Scalars", r#"{"fFloat": ".5"}"#, Err(("fFloat", "not a valid float"))),
+            ("Scalars", r#"{"fFloat": "1."}"#, Err(("fFloat", "not a valid float"))),
+            ("Scalars", r#"{"fFloat": " 1"}"#, Err(("fFloat", "not a valid float"))),
+            ("Scalars", r#"{"fDouble": 2.22507e-308}"#, Ok(r#"{"fDouble":2.22507e-308}"#)),
+            ("Scalars", r#"{"fDouble": -2.22507e-308}"#, Ok(r#"{"fDouble":-2.22507e-308}"#)),
+            ("Scalars", r#"{"fDouble": 1.79769e+308}"#, Ok(r#"{"fDouble":1.79769e308}"#)),
+            ("Scalars", r#"{"fDouble": -1.79769e+308}"#, Ok(r#"{"fDouble":-1.79769e308}"#)),
+            ("Scalars", r#"{"fDouble": "1"}"#, Ok(r#"{"fDouble":1.0}"#)),
+            ("Scalars", r#"{"fDouble": "1.5e3"}"#, Ok(r#"{"fDouble":1500.0}"#)),
+            ("Scalars", r#"{"fDouble": 0.1}"#, Ok(r#"{"fDouble":0.1}"#)),
+            ("Scalars", r#"{"fDouble": "NaN"}"#, Ok(r#"{"fDouble":"NaN"}"#)),
+            ("Scalars", r#"{"fDouble": "Infinity"}"#, Ok(r#"{"fDouble":"Infinity"}"#)),
+            ("Scalars", r#"{"fDouble": "-Infinity"}"#, Ok(r#"{"fDouble":"-Infinity"}"#)),
+            ("Scalars", r#"{"fDouble": -0}"#, Ok(r#"{"fDouble":-0.0}"#)),
+            ("Scalars", r#"{"fDouble": "-0"}"#, Ok(r#"{"fDouble":-0.0}"#)),
+            ("Scalars", r#"{"fFloat": -0.0}"#, Ok(r#"{"fFloat":-0.0}"#)),
+            ("Scalars", r#"{"rDouble": [-0.0, 0, 1e-320]}"#, Ok(r#"{"rDouble":[-0.0,0.0,1e-320]}"#)),
+            ("Scalars", r#"{"fDouble": NaN}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fDouble": -1.89769e+308}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fDouble": +1.89769e+308}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fDouble": "1e309"}"#, Err(("fDouble", "out of range for double"))),
+            ("Scalars", r#"{"fDouble": "-1.89769e+308"}"#, Err(("fDouble", "out of range for double"))),
+            ("Scalars", r#"{"fDouble": ""}"#, Err(("fDouble", "not a valid double"))),
+            ("Scalars", r#"{"fDouble": "-inf"}"#, Err(("fDouble", "not a valid double"))),
+            ("WellKnown", r#"{"fw": "NaN", "dw": "-Infinity"}"#, Ok(r#"{"fw":"NaN","dw":"-Infinity"}"#)),
+            ("WellKnown", r#"{"fw": 3.5e38}"#, Err(("fw", "out of range for float"))),
+            ("WellKnown", r#"{"fw": "0.1"}"#, Ok(r#"{"fw":0.1}"#)),
+        ]);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn conformance_bools_strings_bytes_enums() {
+        check_rows(&JsonOptions::default(), &[
+            ("Scalars", r#"{"fBool":true}"#, Ok(r#"{"fBool":true}"#)),
+            ("Scalars", r#"{"fBool":false}"#, Ok("{}")),
+            ("Scalars", r#"{"fBool":0}"#, Err(("fBool", "expected a boolean"))),
+            ("Scalars", r#"{"fBool":1}"#, Err(("fBool", "expected a boolean"))),
+            ("Scalars", r#"{"fBool":True}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fBool":FALSE}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fBool":"true"}"#, Err(("fBool", "expected a boolean"))),
+            ("Scalars", r#"{"fBool":"false"}"#, Err(("fBool", "expected a boolean"))),
+            ("Scalars", r#"{"fString": "Hello world!"}"#, Ok(r#"{"fString":"Hello world!"}"#)),
+            ("Scalars", "{\"fString\": \"\u{8C37}\u{6B4C}\"}", Ok("{\"fString\":\"\u{8C37}\u{6B4C}\"}")),
+            ("Scalars", r#"{"fString": "\"\\\/\b\f\n\r\t"}"#, Ok(r#"{"fString":"\"\\/\b\f\n\r\t"}"#)),
+            ("Scalars", r#"{"fString": "\u8C37\u6B4C"}"#, Ok("{\"fString\":\"\u{8C37}\u{6B4C}\"}")),
+            ("Scalars", r#"{"fString": "\u8c37\u6b4c"}"#, Ok("{\"fString\":\"\u{8C37}\u{6B4C}\"}")),
+            ("Scalars", r#"{"fString": "\uD83D\uDE01"}"#, Ok("{\"fString\":\"\u{1F601}\"}")),
+            ("Scalars", r#"{"fString": "Hello\u0000world!"}"#, Ok(r#"{"fString":"Hello\u0000world!"}"#)),
+            ("Scalars", r#"{"fString": "\U8C37\U6b4C"}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fString": "\uXXXX\u6B4C"}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fString": "\u8C3"}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fString": "\uD800"}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fString": "\uDC00"}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fString": "\uDE01\uD83D"}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fString": "abc\"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fString": 12345}"#, Err(("fString", "invalid type: integer"))),
+            ("Scalars", r#"{'fString': "x"}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fString": 'x'}"#, Err(("", "malformed JSON"))),
+            ("Book", r#"{"tags": ["1", 2, "3", "4"]}"#, Err(("tags[1]", "invalid type: integer"))),
+            ("Book", r#"{"tags": ["1", "2", false, "4"]}"#, Err(("tags[2]", "invalid type: boolean"))),
+            ("Book", r#"{"tags": ["1", "2", {"a": 4}]}"#, Err(("tags[2]", "invalid type: map"))),
+            ("Scalars", r#"{"fBytes": "AQI="}"#, Ok(r#"{"fBytes":"AQI="}"#)),
+            ("Scalars", r#"{"fBytes": "AQI"}"#, Ok(r#"{"fBytes":"AQI="}"#)),
+            ("Scalars", r#"{"fBytes": "-_"}"#, Ok(r#"{"fBytes":"+w=="}"#)),
+            ("Scalars", r#"{"fBytes": "-_8="}"#, Ok(r#"{"fBytes":"+/8="}"#)),
+            ("Scalars", r#"{"fBytes": "+/8"}"#, Ok(r#"{"fBytes":"+/8="}"#)),
+            ("Scalars", r#"{"rBytes": ["AAEC", "AQI="]}"#, Ok(r#"{"rBytes":["AAEC","AQI="]}"#)),
+            ("Scalars", r#"{"fBytes": "A QI="}"#, Err(("fBytes", "invalid base64"))),
+            ("Scalars", r#"{"fBytes": "AQI=="}"#, Err(("fBytes", "invalid base64"))),
+            ("Scalars", r#"{"fBytes": "+_8="}"#, Err(("fBytes", "invalid base64"))),
+            ("Scalars", r#"{"fBytes": "A"}"#, Err(("fBytes", "invalid base64"))),
+            ("Scalars", r#"{"fEnum": "FICTION"}"#, Ok(r#"{"fEnum":"FICTION"}"#)),
+            ("Scalars", r#"{"fEnum": 0}"#, Ok("{}")),
+            ("Scalars", r#"{"fEnum": 1}"#, Ok(r#"{"fEnum":"FICTION"}"#)),
+            ("Scalars", r#"{"fEnum": 123}"#, Ok(r#"{"fEnum":123}"#)),
+            ("Scalars", r#"{"fEnum": -7}"#, Ok(r#"{"fEnum":-7}"#)),
+            ("Scalars", r#"{"fEnum": FICTION}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"fEnum": ["FICTION"]}"#, Err(("fEnum", "invalid type: sequence"))),
+            ("Scalars", r#"{"fEnum": [2]}"#, Err(("fEnum", "invalid type: sequence"))),
+            ("Scalars", r#"{"fEnum": true}"#, Err(("fEnum", "invalid type: boolean"))),
+            ("Scalars", r#"{"fEnum": "fiction"}"#, Err(("fEnum", "unknown value \"fiction\""))),
+            ("Scalars", r#"{"fEnum": 2147483648}"#, Err(("fEnum", "out of range"))),
+            ("Scalars", r#"{"fEnum": 1.5}"#, Err(("fEnum", "not an integer"))),
+            ("Scalars", r#"{"rEnum": ["FICTION", "SCIENCE", 0]}"#, Ok(r#"{"rEnum":["FICTION","SCIENCE","GENRE_UNSPECIFIED"]}"#)),
+            ("Scalars", r#"{"optional_nested_enum": "X"}"#, Err(("optional_nested_enum", "unknown field"))),
+            ("Scalars", r#"{"rEnum": ["UNKNOWN_ENUM_VALUE"]}"#, Err(("rEnum[0]", "unknown value"))),
+            ("Scalars", r#"{"mEnum": {"key": "UNKNOWN_ENUM_VALUE"}}"#, Err(("mEnum.key", "unknown value"))),
+            ("Conformance", r#"{"aliased": "ALIAS_BAZ"}"#, Ok(r#"{"aliased":"ALIAS_BAZ"}"#)),
+            ("Conformance", r#"{"aliased": "MOO"}"#, Ok(r#"{"aliased":"ALIAS_BAZ"}"#)),
+            ("Conformance", r#"{"aliased": "moo"}"#, Ok(r#"{"aliased":"ALIAS_BAZ"}"#)),
+            ("Conformance", r#"{"aliased": "bAz"}"#, Ok(r#"{"aliased":"ALIAS_BAZ"}"#)),
+            ("Conformance", r#"{"repeatedAliased": ["moo", 1, 2]}"#, Ok(r#"{"repeatedAliased":["ALIAS_BAZ","ALIAS_BAR","ALIAS_BAZ"]}"#)),
+        ]);
+        let lenient = JsonOptions { ignore_unknown_fields: true, ..JsonOptions::default() };
+        check_rows(&lenient, &[
+            ("Scalars", r#"{"fEnum": "UNKNOWN_ENUM_VALUE"}"#, Ok("{}")),
+            ("Scalars", r#"{"rEnum": ["UNKNOWN_ENUM_VALUE"]}"#, Ok("{}")),
+            ("Scalars", r#"{"mEnum": {"key": "UNKNOWN_ENUM_VALUE"}}"#, Ok("{}")),
+            ("Scalars", r#"{"rEnum": ["FICTION", "UNKNOWN_ENUM_VALUE", "FICTION"]}"#, Ok(r#"{"rEnum":["FICTION","FICTION"]}"#)),
+            ("Scalars", r#"{"mEnum": {"key1": "FICTION", "key2": "UNKNOWN_ENUM_VALUE"}}"#, Ok(r#"{"mEnum":{"key1":"FICTION"}}"#)),
+            ("Scalars", r#"{"unknown": 1, "u2": "a", "u3": true, "u4": false, "u5": null, "u6": {"a": 1}, "u7": [1]}"#, Ok("{}")),
+            ("Scalars", r#"{"fEnum": 5}"#, Ok(r#"{"fEnum":5}"#)),
+            ("Scalars", r#"{"fInt32": "x"}"#, Err(("fInt32", "not a valid int32"))),
+        ]);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn conformance_nulls_oneofs_maps_and_names() {
+        check_rows(&JsonOptions::default(), &[
+            ("Scalars", r#"{"fDouble":null,"fFloat":null,"fInt32":null,"fInt64":null,"fUint32":null,"fUint64":null,"fSint32":null,"fSint64":null,"fFixed32":null,"fFixed64":null,"fSfixed32":null,"fSfixed64":null,"fBool":null,"fString":null,"fBytes":null,"fEnum":null,"rInt32":null,"rEnum":null,"rBytes":null,"mInt":null,"mBool":null,"mEnum":null,"mMsg":null,"mTs":null,"rDouble":null}"#, Ok("{}")),
+            ("Book", r#"{"author":null,"coAuthors":null,"labels":null,"publishTime":null,"edition":null}"#, Ok("{}")),
+            ("WellKnown", r#"{"ts":null,"dur":null,"mask":null,"i32w":null,"i64w":null,"u32w":null,"u64w":null,"fw":null,"dw":null,"bw":null,"sw":null,"byw":null,"st":null,"lv":null,"any":null,"empty":null,"rTs":null}"#, Ok("{}")),
+            ("WellKnown", r#"{"val":null}"#, Ok(r#"{"val":null}"#)),
+            ("Scalars", r#"{"rInt32": [1, null, 2]}"#, Err(("rInt32[1]", "invalid type: null"))),
+            ("Book", r#"{"coAuthors": [{"name":"a"}, null, {"name":"b"}]}"#, Err(("coAuthors[1]", "invalid type: null"))),
+            ("WellKnown", r#"{"rTs": [null]}"#, Err(("rTs[0]", "invalid type: null"))),
+            ("Scalars", r#"{"mInt": {null: "a"}}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"mInt": {"0": null}}"#, Err(("mInt.0", "invalid type: null"))),
+            ("Scalars", r#"{"mMsg": {"k": null}}"#, Err(("mMsg.k", "invalid type: null"))),
+            ("Conformance", r#"{"mapValue": {"k": null}}"#, Ok(r#"{"mapValue":{"k":null}}"#)),
+            ("Conformance", r#"{"repeatedValue": [null, 1]}"#, Ok(r#"{"repeatedValue":[null,1.0]}"#)),
+            ("Conformance", r#"{"optionalNullValue": null}"#, Ok("{}")),
+            ("Conformance", r#"{"optionalNullValue": "NULL_VALUE"}"#, Ok("{}")),
+            ("Conformance", r#"{"oneofNullValue": null}"#, Ok(r#"{"oneofNullValue":null}"#)),
+            ("Conformance", r#"{"oneofNullValue": "NULL_VALUE"}"#, Ok(r#"{"oneofNullValue":null}"#)),
+            ("Conformance", r#"{"oneofUint32": 1, "oneofString": "test"}"#, Err(("oneofString", "`oneofUint32` and `oneofString` are both set"))),
+            ("Conformance", r#"{"oneofString": "test", "oneofUint32": 1}"#, Err(("oneofUint32", "are both set"))),
+            ("Conformance", r#"{"oneofUint32": null, "oneofString": "test"}"#, Ok(r#"{"oneofString":"test"}"#)),
+            ("Conformance", r#"{"oneofString": "test", "oneofUint32": null}"#, Ok(r#"{"oneofString":"test"}"#)),
+            ("Conformance", r#"{"oneofString": "test", "oneofNullValue": null}"#, Err(("oneofNullValue", "are both set"))),
+            ("Conformance", r#"{"oneofUint32": 0}"#, Ok(r#"{"oneofUint32":0}"#)),
+            ("Conformance", r#"{"oneofMessage": {}}"#, Ok(r#"{"oneofMessage":{}}"#)),
+            ("Conformance", r#"{"oneofString": ""}"#, Ok(r#"{"oneofString":""}"#)),
+            ("Conformance", r#"{"oneofBytes": ""}"#, Ok(r#"{"oneofBytes":""}"#)),
+            ("Conformance", r#"{"oneofBool": false}"#, Ok(r#"{"oneofBool":false}"#)),
+            ("Conformance", r#"{"oneofUint64": 0}"#, Ok(r#"{"oneofUint64":"0"}"#)),
+            ("Conformance", r#"{"oneofFloat": 0.0}"#, Ok(r#"{"oneofFloat":0.0}"#)),
+            ("Conformance", r#"{"oneofDouble": 0.0}"#, Ok(r#"{"oneofDouble":0.0}"#)),
+            ("Conformance", r#"{"oneofEnum": "GENRE_UNSPECIFIED"}"#, Ok(r#"{"oneofEnum":"GENRE_UNSPECIFIED"}"#)),
+            ("Scalars", r#"{"mInt": {"1": "2", "-3": "4"}}"#, Ok(r#"{"mInt":{"1":"2","-3":"4"}}"#)),
+            ("Scalars", r#"{"mInt": {"\u0031": "2"}}"#, Ok(r#"{"mInt":{"1":"2"}}"#)),
+            ("Scalars", r#"{"mBool": {"true": "1", "false": "0"}}"#, Ok(r#"{"mBool":{"true":"1","false":"0"}}"#)),
+            ("Scalars", r#"{"mBool": {"tr\u0075e": "1"}}"#, Ok(r#"{"mBool":{"true":"1"}}"#)),
+            ("Scalars", r#"{"mTs": {"18446744073709551615": "1970-01-01T00:00:00Z"}}"#, Ok(r#"{"mTs":{"18446744073709551615":"1970-01-01T00:00:00Z"}}"#)),
+            ("Conformance", r#"{"mapInt64": {"-9223372036854775808": "1", "2": 3}, "mapUint32": {"4294967295": 1}, "mapSint32": {"-1": -1}, "mapFixed64": {"18446744073709551615": "1"}}"#, Ok(r#"{"mapInt64":{"-9223372036854775808":"1","2":"3"},"mapUint32":{"4294967295":1},"mapSint32":{"-1":-1},"mapFixed64":{"18446744073709551615":"1"}}"#)),
+            ("Conformance", r#"{"mapBytes": {"k": "AQI=", "": ""}}"#, Ok(r#"{"mapBytes":{"k":"AQI=","":""}}"#)),
+            ("Scalars", r#"{"mInt": {1: "2"}}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"mBool": {true: "1"}}"#, Err(("", "malformed JSON"))),
+            ("Scalars", r#"{"mInt": {"01": "a", "-0": "b"}}"#, Ok(r#"{"mInt":{"1":"a","0":"b"}}"#)),
+            ("Scalars", r#"{"mInt": {"+1": "a"}}"#, Err(("mInt.+1", "not a valid int32"))),
+            ("Scalars", r#"{"mInt": {" 1": "a"}}"#, Err(("mInt. 1", "not a valid int32"))),
+            ("Scalars", r#"{"mInt": {"1e2": "a"}}"#, Err(("mInt.1e2", "not a valid int32"))),
+            ("Scalars", r#"{"mInt": {"1.0": "a"}}"#, Err(("mInt.1.0", "not a valid int32"))),
+            ("Scalars", r#"{"mInt": {"": "a"}}"#, Err(("mInt.", "not a valid int32"))),
+            ("Conformance", r#"{"mapUint32": {"-1": 1}}"#, Err(("mapUint32.-1", "not a valid uint32"))),
+            ("Conformance", r#"{"mapInt64": {"9223372036854775808": 1}}"#, Err(("mapInt64.9223372036854775808", "not a valid int64"))),
+            ("Scalars", r#"{"mBool": {"True": "1"}}"#, Err(("mBool.True", "not a valid bool"))),
+            ("Scalars", r#"{"mBool": {"1": "1"}}"#, Err(("mBool.1", "not a valid bool"))),
+            ("Scalars", r#"{"mInt": {"1": "a", "1": "b"}}"#, Err(("mInt.1", "duplicate key `1`"))),
+            ("Scalars", r#"{"mInt": {"1": "a", "\u0031": "b"}}"#, Err(("mInt.1", "duplicate key `1`"))),
+            ("Scalars", r#"{"mInt": {"1": "a", "-0": "b", "0": "c"}}"#, Err(("mInt.0", "duplicate key"))),
+            ("Scalars", r#"{"mInt": {"1": "a", "01": "b"}}"#, Err(("mInt.01", "duplicate key"))),
+            ("Conformance", r#"{"fieldname1": 1, "fieldName2": 2, "FieldName3": 3, "fieldName4": 4}"#, Ok(r#"{"fieldname1":1,"fieldName2":2,"FieldName3":3,"fieldName4":4}"#)),
+            ("Conformance", r#"{"field0name5": 5, "field0Name6": 6}"#, Ok(r#"{"field0name5":5,"field0Name6":6}"#)),
+            ("Conformance", r#"{"fieldName7": 7, "FieldName8": 8, "fieldName9": 9, "FieldName10": 10, "FIELDNAME11": 11, "FIELDName12": 12}"#, Ok(r#"{"fieldName7":7,"FieldName8":8,"fieldName9":9,"FieldName10":10,"FIELDNAME11":11,"FIELDName12":12}"#)),
+            ("Conformance", r#"{"FieldName13": 13, "FieldName14": 14, "fieldName15": 15, "fieldName16": 16, "fieldName17": 17, "FieldName18": 18}"#, Ok(r#"{"FieldName13":13,"FieldName14":14,"fieldName15":15,"fieldName16":16,"fieldName17":17,"FieldName18":18}"#)),
+            ("Conformance", r#"{"fieldname1": 1, "field_name2": 2, "_field_name3": 3, "field__name4_": 4, "field0name5": 5, "field_0_name6": 6, "fieldName7": 7, "FieldName8": 8, "field_Name9": 9, "Field_Name10": 10, "FIELD_NAME11": 11, "FIELD_name12": 12, "__field_name13": 13, "__Field_name14": 14, "field__name15": 15, "field__Name16": 16, "field_name17__": 17, "Field_name18__": 18}"#, Ok(r#"{"fieldname1":1,"fieldName2":2,"FieldName3":3,"fieldName4":4,"field0name5":5,"field0Name6":6,"fieldName7":7,"FieldName8":8,"fieldName9":9,"FieldName10":10,"FIELDNAME11":11,"FIELDName12":12,"FieldName13":13,"FieldName14":14,"fieldName15":15,"fieldName16":16,"fieldName17":17,"FieldName18":18}"#)),
+            ("Conformance", r#"{"fieldn\u0061me1": 1}"#, Ok(r#"{"fieldname1":1}"#)),
+            ("Conformance", r#"{fieldname1: 1}"#, Err(("", "malformed JSON"))),
+            ("Conformance", r#"{"fieldname1":1 ,}"#, Err(("", "malformed JSON"))),
+            ("Conformance", "{\n  // comment\n  \"fieldname1\": 1\n}", Err(("", "malformed JSON"))),
+            ("Conformance", "{ \"fieldname1\" : 1 , \"fieldName2\" : 2 }", Ok(r#"{"fieldname1":1,"fieldName2":2}"#)),
+            ("Conformance", "{\n\"fieldname1\"\n:\n1\n,\n\"fieldName2\"\n:\n2\n}\n", Ok(r#"{"fieldname1":1,"fieldName2":2}"#)),
+            ("Conformance", r#"{ "fieldname1": 1 "fieldName2": 2 }"#, Err(("", "malformed JSON"))),
+            ("Conformance", r#"{"oneofMessage": {"name": "a"}, "oneofMessage": {}}"#, Err(("oneofMessage", "duplicate key"))),
+            ("Conformance", r#"{"oneof_message": {"name": "a"}, "oneofMessage": {}}"#, Err(("oneofMessage", "given twice"))),
+            ("Conformance", r#"{"oneofMessage": {"name": "a"}, "oneof_message": {}}"#, Err(("oneof_message", "given twice"))),
+            ("Conformance", r#"{"fieldname1": 1, "Fieldname1": 2}"#, Err(("Fieldname1", "unknown field `Fieldname1`"))),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/omnigate.test.Author", "nope": 1}}"#, Err(("optionalAny.nope", "unknown field"))),
+            ("Book", "null", Err(("", "but it is null"))),
+        ]);
+        let lenient = JsonOptions { ignore_unknown_fields: true, ..JsonOptions::default() };
+        check_rows(&lenient, &[
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/omnigate.test.Author", "nope": 1, "name": "n"}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/omnigate.test.Author","name":"n"}}"#)),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/google.protobuf.Duration", "value": "1s", "extra": 1}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/google.protobuf.Duration","value":"1s"}}"#)),
+        ]);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn conformance_timestamps_and_durations() {
+        check_rows(&JsonOptions::default(), &[
+            ("WellKnown", r#"{"ts": "0001-01-01T00:00:00Z"}"#, Ok(r#"{"ts":"0001-01-01T00:00:00Z"}"#)),
+            ("WellKnown", r#"{"ts": "9999-12-31T23:59:59.999999999Z"}"#, Ok(r#"{"ts":"9999-12-31T23:59:59.999999999Z"}"#)),
+            ("WellKnown", r#"{"rTs": ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z"]}"#, Ok(r#"{"rTs":["0001-01-01T00:00:00Z","9999-12-31T23:59:59.999999999Z"]}"#)),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:00:00.000Z"}"#, Ok(r#"{"ts":"1970-01-01T00:00:00Z"}"#)),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:00:00.000000001Z"}"#, Ok(r#"{"ts":"1970-01-01T00:00:00.000000001Z"}"#)),
+            ("WellKnown", r#"{"ts": "1969-12-31T23:59:59.999999999Z"}"#, Ok(r#"{"ts":"1969-12-31T23:59:59.999999999Z"}"#)),
+            ("WellKnown", r#"{"ts": "1969-12-31T23:59:49.500Z"}"#, Ok(r#"{"ts":"1969-12-31T23:59:49.500Z"}"#)),
+            ("WellKnown", r#"{"ts": "1993-02-10T00:00:00.000Z"}"#, Ok(r#"{"ts":"1993-02-10T00:00:00Z"}"#)),
+            ("WellKnown", r#"{"ts": "1970-01-01T08:00:01+08:00"}"#, Ok(r#"{"ts":"1970-01-01T00:00:01Z"}"#)),
+            ("WellKnown", r#"{"ts": "1969-12-31T16:00:01-08:00"}"#, Ok(r#"{"ts":"1970-01-01T00:00:01Z"}"#)),
+            ("WellKnown", r#"{"ts": "1969-12-31T16:00:00-08:00"}"#, Ok(r#"{"ts":"1970-01-01T00:00:00Z"}"#)),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:00:00.000000000Z"}"#, Ok(r#"{"ts":"1970-01-01T00:00:00Z"}"#)),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:00:00.010000000Z"}"#, Ok(r#"{"ts":"1970-01-01T00:00:00.010Z"}"#)),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:00:00.000010000Z"}"#, Ok(r#"{"ts":"1970-01-01T00:00:00.000010Z"}"#)),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:00:00.000000010Z"}"#, Ok(r#"{"ts":"1970-01-01T00:00:00.000000010Z"}"#)),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:00:00.1Z"}"#, Ok(r#"{"ts":"1970-01-01T00:00:00.100Z"}"#)),
+            ("WellKnown", r#"{"ts": "2000-02-29T00:00:00Z"}"#, Ok(r#"{"ts":"2000-02-29T00:00:00Z"}"#)),
+            ("WellKnown", r#"{"ts": "1970-01-02T01:00:00+02:00"}"#, Ok(r#"{"ts":"1970-01-01T23:00:00Z"}"#)),
+            ("WellKnown", r#"{"ts": "0001-01-01T00:00:00-00:01"}"#, Ok(r#"{"ts":"0001-01-01T00:01:00Z"}"#)),
+            ("WellKnown", r#"{"ts": "9999-12-31T23:59:59+00:01"}"#, Ok(r#"{"ts":"9999-12-31T23:58:59Z"}"#)),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:00:00-11:30"}"#, Ok(r#"{"ts":"1970-01-01T11:30:00Z"}"#)),
+            ("WellKnown", r#"{"ts": "0000-01-01T00:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "10000-01-01T00:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "0001-01-01T00:00:00"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "0001-01-01 00:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "0001-01-01T00:00:00z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "0001-01-01t00:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-01-01T08:00:01+0800"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-13-01T00:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-00-01T00:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-01-32T00:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-01-00T00:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-01-01T24:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-01-01T25:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:60:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:00:60Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:00:00+24:00"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:00:00+00:60"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "0001-01-01T00:00:00+00:01"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "9999-12-31T23:59:59-00:01"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:00:00.1234567890Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:00:00.123aZ"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-01-01T00:00:00.Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "999-01-01T00:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "00001-01-01T00:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-1-01T00:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "1970-01-1T00:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "2001-02-29T00:00:00Z"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": "2001-02-28"}"#, Err(("ts", "timestamp"))),
+            ("WellKnown", r#"{"ts": 0}"#, Err(("ts", "invalid type: integer"))),
+            ("WellKnown", r#"{"dur": "-315576000000.999999999s"}"#, Ok(r#"{"dur":"-315576000000.999999999s"}"#)),
+            ("WellKnown", r#"{"dur": "315576000000.999999999s"}"#, Ok(r#"{"dur":"315576000000.999999999s"}"#)),
+            ("WellKnown", r#"{"dur": "-5s"}"#, Ok(r#"{"dur":"-5s"}"#)),
+            ("WellKnown", r#"{"dur": "-0.5s"}"#, Ok(r#"{"dur":"-0.500s"}"#)),
+            ("WellKnown", r#"{"dur": "0s"}"#, Ok(r#"{"dur":"0s"}"#)),
+            ("WellKnown", r#"{"dur": "1.000000000s"}"#, Ok(r#"{"dur":"1s"}"#)),
+            ("WellKnown", r#"{"dur": "1.010000000s"}"#, Ok(r#"{"dur":"1.010s"}"#)),
+            ("WellKnown", r#"{"dur": "1.000010000s"}"#, Ok(r#"{"dur":"1.000010s"}"#)),
+            ("WellKnown", r#"{"dur": "1.000000010s"}"#, Ok(r#"{"dur":"1.000000010s"}"#)),
+            ("Conformance", r#"{"repeatedDuration": ["1.5s", "-1.5s"]}"#, Ok(r#"{"repeatedDuration":["1.500s","-1.500s"]}"#)),
+            ("WellKnown", r#"{"dur": "1"}"#, Err(("dur", "duration"))),
+            ("WellKnown", r#"{"dur": "-315576000001.000000000s"}"#, Err(("dur", "duration"))),
+            ("WellKnown", r#"{"dur": "315576000001.000000000s"}"#, Err(("dur", "duration"))),
+            ("WellKnown", r#"{"dur": "1.0000000001s"}"#, Err(("dur", "duration"))),
+            ("WellKnown", r#"{"dur": "1.s"}"#, Err(("dur", "duration"))),
+            ("WellKnown", r#"{"dur": ".5s"}"#, Err(("dur", "duration"))),
+            ("WellKnown", r#"{"dur": "+1s"}"#, Err(("dur", "duration"))),
+            ("WellKnown", r#"{"dur": "1S"}"#, Err(("dur", "duration"))),
+            ("WellKnown", r#"{"dur": " 1s"}"#, Err(("dur", "duration"))),
+            ("WellKnown", r#"{"dur": "--1s"}"#, Err(("dur", "duration"))),
+            ("WellKnown", r#"{"dur": 1}"#, Err(("dur", "invalid type: integer"))),
+        ]);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn conformance_other_well_known_types() {
+        check_rows(&JsonOptions::default(), &[
+            ("WellKnown", r#"{"mask": "foo,barBaz"}"#, Ok(r#"{"mask":"foo,barBaz"}"#)),
+            ("WellKnown", r#"{"mask": ""}"#, Ok(r#"{"mask":""}"#)),
+            ("WellKnown", r#"{"mask": "a.bC.dEf,g"}"#, Ok(r#"{"mask":"a.bC.dEf,g"}"#)),
+            ("WellKnown", r#"{"mask": "foo,bar_bar"}"#, Err(("mask", "invalid field mask"))),
+            ("WellKnown", r#"{"bw": false, "i32w": 0, "u32w": 0, "i64w": 0, "u64w": 0, "fw": 0, "dw": 0, "sw": "", "byw": ""}"#, Ok(r#"{"bw":false,"i32w":0,"u32w":0,"i64w":"0","u64w":"0","fw":0.0,"dw":0.0,"sw":"","byw":""}"#)),
+            ("WellKnown", r#"{"bw": true, "i32w": 1, "u32w": 1, "i64w": "1", "u64w": "1", "fw": 1, "dw": 1, "sw": "1", "byw": "AQI="}"#, Ok(r#"{"bw":true,"i32w":1,"u32w":1,"i64w":"1","u64w":"1","fw":1.0,"dw":1.0,"sw":"1","byw":"AQI="}"#)),
+            ("Conformance", r#"{"repeatedInt64Wrapper": [0, "1"], "repeatedFloatWrapper": [0, 1, "NaN"], "repeatedBytesWrapper": ["", "AQI="]}"#, Ok(r#"{"repeatedInt64Wrapper":["0","1"],"repeatedFloatWrapper":[0.0,1.0,"NaN"],"repeatedBytesWrapper":["","AQI="]}"#)),
+            ("Conformance", r#"{"repeatedInt64Wrapper": [null]}"#, Err(("repeatedInt64Wrapper[0]", "invalid type: null"))),
+            ("Conformance", r#"{"optionalStruct": {"nullValue": null, "intValue": 1234, "boolValue": true, "doubleValue": 1234.5678, "stringValue": "Hello world!", "listValue": [1234, "5678"], "objectValue": {"value": 0}}}"#, Ok(r#"{"optionalStruct":{"nullValue":null,"intValue":1234.0,"boolValue":true,"doubleValue":1234.5678,"stringValue":"Hello world!","listValue":[1234.0,"5678"],"objectValue":{"value":0.0}}}"#)),
+            ("Conformance", r#"{"optionalStruct": {"listValue": []}}"#, Ok(r#"{"optionalStruct":{"listValue":[]}}"#)),
+            ("Conformance", r#"{"optionalStruct": {}}"#, Ok(r#"{"optionalStruct":{}}"#)),
+            ("Conformance", r#"{"optionalStruct": []}"#, Err(("optionalStruct", "invalid type: sequence"))),
+            ("Conformance", r#"{"optionalValue": 1}"#, Ok(r#"{"optionalValue":1.0}"#)),
+            ("Conformance", r#"{"optionalValue": 1.5}"#, Ok(r#"{"optionalValue":1.5}"#)),
+            ("Conformance", r#"{"optionalValue": false}"#, Ok(r#"{"optionalValue":false}"#)),
+            ("Conformance", r#"{"optionalValue": null}"#, Ok(r#"{"optionalValue":null}"#)),
+            ("Conformance", r#"{"optionalValue": "hello"}"#, Ok(r#"{"optionalValue":"hello"}"#)),
+            ("Conformance", r#"{"optionalValue": "NaN"}"#, Ok(r#"{"optionalValue":"NaN"}"#)),
+            ("Conformance", r#"{"optionalValue": [0, "hello"]}"#, Ok(r#"{"optionalValue":[0.0,"hello"]}"#)),
+            ("Conformance", r#"{"optionalValue": {"value": 1}}"#, Ok(r#"{"optionalValue":{"value":1.0}}"#)),
+            ("Conformance", r#"{"repeatedValue": [["a"]]}"#, Ok(r#"{"repeatedValue":[["a"]]}"#)),
+            ("Conformance", r#"{"repeatedListValue": [["a"]]}"#, Ok(r#"{"repeatedListValue":[["a"]]}"#)),
+            ("Conformance", r#"{"repeatedListValue": [{"a": 1}]}"#, Err(("repeatedListValue[0]", "invalid type: map"))),
+            ("Conformance", &format!(r#"{{"optionalValue": {}1{}}}"#, "[".repeat(25), "]".repeat(25)), Ok(&format!(r#"{{"optionalValue":{}1.0{}}}"#, "[".repeat(25), "]".repeat(25)))),
+            ("Conformance", &format!(r#"{{"optionalValue": {}1{}}}"#, "[".repeat(200), "]".repeat(200)), Err(("", "nesting"))),
+            ("Conformance", &format!(r#"{{"optionalValue": {{{}"value": 1{}}}}}"#, r#""n": {"#.repeat(25), "}".repeat(25)), Ok(&format!(r#"{{"optionalValue":{{{}"value":1.0{}}}}}"#, r#""n":{"#.repeat(25), "}".repeat(25)))),
+            ("Conformance", &format!(r#"{{"optionalValue": {{{}"value": 1{}}}}}"#, r#""n": {"#.repeat(200), "}".repeat(200)), Err(("", "nesting"))),
+            ("WellKnown", r#"{"empty": {}}"#, Ok(r#"{"empty":{}}"#)),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/omnigate.test.Author", "name": "n", "authorId": 1}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/omnigate.test.Author","name":"n","authorId":"1"}}"#)),
+            ("Conformance", r#"{"optionalAny": {"name": "n", "@type": "type.googleapis.com/omnigate.test.Author"}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/omnigate.test.Author","name":"n"}}"#)),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/google.protobuf.Any", "value": {"@type": "type.googleapis.com/omnigate.test.Author", "name": "n"}}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/google.protobuf.Any","value":{"@type":"type.googleapis.com/omnigate.test.Author","name":"n"}}}"#)),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/google.protobuf.Int32Value", "value": 12345}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/google.protobuf.Int32Value","value":12345}}"#)),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/google.protobuf.Duration", "value": "1.5s"}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/google.protobuf.Duration","value":"1.500s"}}"#)),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/google.protobuf.Timestamp", "value": "1970-01-01T00:00:00Z"}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/google.protobuf.Timestamp","value":"1970-01-01T00:00:00Z"}}"#)),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/google.protobuf.FieldMask", "value": "foo,barBaz"}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/google.protobuf.FieldMask","value":"foo,barBaz"}}"#)),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"foo": 1}}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/google.protobuf.Struct","value":{"foo":1.0}}}"#)),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/google.protobuf.Value", "value": {"foo": 1}}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/google.protobuf.Value","value":{"foo":1.0}}}"#)),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/google.protobuf.Value", "value": 1}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/google.protobuf.Value","value":1.0}}"#)),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/google.protobuf.Empty"}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/google.protobuf.Empty"}}"#)),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/google.protobuf.Empty", "value": {}}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/google.protobuf.Empty"}}"#)),
+            ("Conformance", r#"{"optionalAny": {}}"#, Ok(r#"{"optionalAny":{}}"#)),
+            ("Conformance", r#"{"repeatedAny": [{}, {"@type": "type.googleapis.com/omnigate.test.Author"}]}"#, Ok(r#"{"repeatedAny":[{},{"@type":"type.googleapis.com/omnigate.test.Author"}]}"#)),
+            ("Conformance", r#"{"optionalAny": null}"#, Ok("{}")),
+            ("Conformance", r#"{"optionalAny": {"@type": "", "value": ""}}"#, Err(("optionalAny", "type"))),
+            ("Conformance", r#"{"optionalAny": {"@type": "not_a_url", "value": ""}}"#, Err(("optionalAny", "type"))),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/no.Such"}}"#, Err(("optionalAny", "not found"))),
+            ("Conformance", r#"{"optionalAny": {"@type": 5}}"#, Err(("optionalAny.@type", "invalid type: integer"))),
+            ("Conformance", r#"{"optionalAny": {"name": "n"}}"#, Err(("optionalAny", "@type"))),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/omnigate.test.Author", "@type": "type.googleapis.com/omnigate.test.Author"}}"#, Err(("optionalAny.@type", "duplicate key"))),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/omnigate.test.Author", "authorId": "x"}}"#, Err(("optionalAny.authorId", "not a valid int64"))),
+            ("Conformance", r#"{"optionalAny": {"authorId": "x", "@type": "type.googleapis.com/omnigate.test.Author"}}"#, Err(("optionalAny.authorId", "not a valid int64"))),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/google.protobuf.Duration", "value": "1"}}"#, Err(("optionalAny.value", "duration"))),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/google.protobuf.Duration"}}"#, Err(("optionalAny", "value"))),
+        ]);
     }
 
     #[test]

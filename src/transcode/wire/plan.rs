@@ -8,7 +8,7 @@ use std::fmt;
 
 use prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor};
 
-use super::render::write_str;
+use crate::transcode::json::{enum_value_name, write_str};
 
 const HTTP_BODY: &str = "google.api.HttpBody";
 
@@ -275,10 +275,10 @@ impl Builder {
         numbers.dedup();
         let mut names = Vec::with_capacity(numbers.len());
         for &n in &numbers {
-            // Resolved through prost-reflect, so aliases pick the name it would.
+            // As `json` names it: the first value declared with the number.
             let mut name = Vec::new();
-            if let Some(v) = desc.get_value(n) {
-                write_str(&mut name, v.name());
+            if let Some(v) = enum_value_name(desc, n) {
+                write_str(&mut name, v);
             }
             names.push(name.into_boxed_slice());
         }

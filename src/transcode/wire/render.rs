@@ -11,12 +11,13 @@
 //! repeated right after itself (last one wins) is handled in place by truncating the first
 //! one's output.
 
-use base64::Engine as _;
 use prost_reflect::DynamicMessage;
-use serde_json::ser::{CompactFormatter, Formatter};
 
 use super::plan::{FieldPlan, MessagePlan, ReplyPlan, Shape, Special, Ty, I32, I64, LEN, VARINT};
-use crate::transcode::json::{self, JsonOptions};
+use crate::transcode::json::{
+    self, write_base64, write_duration, write_escaped, write_f32, write_f64, write_field_mask,
+    write_i64, write_timestamp, write_u64, JsonOptions, ESCAPE,
+};
 
 /// prost's limit on nested messages (`DecodeContext`), which `DynamicMessage::decode` obeys.
 pub(super) const RECURSION_LIMIT: u32 = 100;
@@ -210,24 +211,6 @@ fn scalar(ty: Ty, payload: Payload<'_>) -> Result<Scalar<'_>, Stop> {
 // ---------------------------------------------------------------------------------------------
 // JSON output helpers (byte-identical to serde_json's compact output).
 
-/// serde_json's escape table: `"`, `\` and control characters; nothing else.
-static ESCAPE: [u8; 256] = {
-    let mut table = [0u8; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        table[i] = b'u';
-        i += 1;
-    }
-    table[0x08] = b'b';
-    table[0x09] = b't';
-    table[0x0a] = b'n';
-    table[0x0c] = b'f';
-    table[0x0d] = b'r';
-    table[b'"' as usize] = b'"';
-    table[b'\\' as usize] = b'\\';
-    table
-};
-
 /// ASCII that JSON does not escape.
 static PLAIN: [bool; 256] = {
     let mut table = [false; 256];
@@ -238,38 +221,6 @@ static PLAIN: [bool; 256] = {
     }
     table
 };
-
-/// Append `s` as a JSON string.
-pub(super) fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    write_escaped(out, s);
-    out.push(b'"');
-}
-
-/// Append `s` escaped as inside a JSON string, without the quotes.
-fn write_escaped(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape = ESCAPE[b as usize];
-        if escape == 0 {
-            continue;
-        }
-        out.extend_from_slice(&bytes[start..i]);
-        if escape == b'u' {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[(b >> 4) as usize]);
-            out.push(HEX[(b & 0xf) as usize]);
-        } else {
-            out.push(b'\\');
-            out.push(escape);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
 
 /// `slot = Some(new)`, checking the UTF-8 of a string it held (see [`Scalar::Text`]).
 fn replace<'b>(slot: &mut Option<Scalar<'b>>, new: Scalar<'b>) -> Result<(), Stop> {
@@ -337,109 +288,6 @@ fn plain_len(bytes: &[u8]) -> usize {
         n += 1;
     }
     n
-}
-
-// Writing into a `Vec<u8>` cannot fail, so the `io::Result`s below carry nothing.
-
-fn write_i64(out: &mut Vec<u8>, v: i64) {
-    let _ = CompactFormatter.write_i64(out, v);
-}
-
-fn write_u64(out: &mut Vec<u8>, v: u64) {
-    let _ = CompactFormatter.write_u64(out, v);
-}
-
-fn write_f32(out: &mut Vec<u8>, v: f32) {
-    if v.is_finite() {
-        let _ = CompactFormatter.write_f32(out, v);
-    } else {
-        out.extend_from_slice(non_finite(f64::from(v)));
-    }
-}
-
-fn write_f64(out: &mut Vec<u8>, v: f64) {
-    if v.is_finite() {
-        let _ = CompactFormatter.write_f64(out, v);
-    } else {
-        out.extend_from_slice(non_finite(v));
-    }
-}
-
-fn non_finite(v: f64) -> &'static [u8] {
-    if v.is_nan() {
-        b"\"NaN\""
-    } else if v > 0.0 {
-        b"\"Infinity\""
-    } else {
-        b"\"-Infinity\""
-    }
-}
-
-fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), Stop> {
-    let engine = &base64::engine::general_purpose::STANDARD;
-    let len = base64::encoded_len(bytes.len(), true).ok_or(Stop::Unrenderable)?;
-    out.push(b'"');
-    let start = out.len();
-    out.resize(start + len, 0);
-    let written = engine
-        .encode_slice(bytes, &mut out[start..])
-        .map_err(|_| Stop::Unrenderable)?;
-    out.truncate(start + written);
-    out.push(b'"');
-    Ok(())
-}
-
-const NANOS_PER_SECOND: i32 = 1_000_000_000;
-
-/// `value` in exactly `width` (at most 9) decimal digits, zero-padded (it must fit).
-fn digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
-    let mut text = [b'0'; 9];
-    let text = &mut text[..width.min(9)];
-    for slot in text.iter_mut().rev() {
-        *slot = b'0' + (value % 10) as u8;
-        value /= 10;
-    }
-    out.extend_from_slice(text);
-}
-
-/// The fraction of a second as prost-types writes it: nothing, or `.` and 3, 6 or 9 digits.
-fn fraction(out: &mut Vec<u8>, nanos: u32) {
-    if nanos == 0 {
-        return;
-    }
-    out.push(b'.');
-    if nanos % 1_000_000 == 0 {
-        digits(out, nanos / 1_000_000, 3);
-    } else if nanos % 1_000 == 0 {
-        digits(out, nanos / 1_000, 6);
-    } else {
-        digits(out, nanos, 9);
-    }
-}
-
-/// The proleptic Gregorian `(year, month, day)` of `days` since 1970-01-01.
-///
-/// Counted from 0000-03-01, so that a leap day ends its year: the days split into 400-year
-/// eras of 146 097 days, an era into years of 365 days plus one every fourth year, less one
-/// every hundredth (but the 400th); months from March run 31, 30, 31, 30, 31 days twice
-/// then 31, 29/28, which `(5 * day_of_year + 2) / 153` finds.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // 0000-03-01 is 719 468 days before 1970-01-01.
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    } as u32;
-    let year = era * 400 + year_of_era + i64::from(month <= 2);
-    (year, month, day)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1105,9 +953,9 @@ impl<'a> Renderer<'a> {
             Scalar::I64(v) => v == 0,
             Scalar::U32(v) => v == 0,
             Scalar::U64(v) => v == 0,
-            // `==`: -0.0 is a default too, NaN is not (prost-reflect compares values).
-            Scalar::F32(v) => v == 0.0,
-            Scalar::F64(v) => v == 0.0,
+            // By the bits, as protobuf does: -0.0 is not a default (nor is NaN).
+            Scalar::F32(v) => v.to_bits() == 0,
+            Scalar::F64(v) => v.to_bits() == 0,
             Scalar::Bool(v) => !v,
             Scalar::Text(v) => v.is_empty(),
             Scalar::Bytes(v) => v.is_empty(),
@@ -1128,7 +976,7 @@ impl<'a> Renderer<'a> {
                 .out
                 .extend_from_slice(if v { b"true" } else { b"false" }),
             Scalar::Text(v) => write_text(self.out, v)?,
-            Scalar::Bytes(v) => write_base64(self.out, v)?,
+            Scalar::Bytes(v) => write_base64(self.out, v),
             Scalar::Enum(e, v) => match self.plan.enums[e as usize].name(v) {
                 Some(name) => self.out.extend_from_slice(name),
                 None => write_i64(self.out, i64::from(v)),
@@ -1156,70 +1004,14 @@ impl<'a> Renderer<'a> {
         Ok((seconds, nanos))
     }
 
-    // Timestamps and durations are formatted by hand, not through prost-types' `Display`
-    // (`DateTime` + `write!`): they are on the per-request path, and `core::fmt` was a tenth
-    // of the instructions of rendering the demo book. The output is the same text.
-
     fn timestamp(&mut self, buf: &[u8]) -> Result<(), Stop> {
-        const MIN_SECONDS: i64 = -62_135_596_800;
-        const MAX_SECONDS: i64 = 253_402_300_799;
         let (seconds, nanos) = Self::seconds_nanos(buf)?;
-        if !(MIN_SECONDS..=MAX_SECONDS).contains(&seconds) {
-            return Err(Stop::Unrenderable);
-        }
-        // prost-types normalizes first: nanos into [0, 1e9), carrying into the seconds
-        // (which may then leave years 1..=9999 by a few seconds; no overflow in this range).
-        let seconds = seconds + i64::from(nanos.div_euclid(NANOS_PER_SECOND));
-        let nanos = nanos.rem_euclid(NANOS_PER_SECOND) as u32;
-        let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
-        let time = seconds.rem_euclid(86_400) as u32;
-        let out = &mut *self.out;
-        out.push(b'"');
-        match year {
-            // prost-types: `{:04}` up to 9999, `+{}` above; the range allows 0..=10000.
-            0..=9999 => digits(out, year as u32, 4),
-            10_000 => out.extend_from_slice(b"+10000"),
-            _ => return Err(Stop::Unrenderable),
-        }
-        out.push(b'-');
-        digits(out, month, 2);
-        out.push(b'-');
-        digits(out, day, 2);
-        out.push(b'T');
-        digits(out, time / 3600, 2);
-        out.push(b':');
-        digits(out, time / 60 % 60, 2);
-        out.push(b':');
-        digits(out, time % 60, 2);
-        fraction(out, nanos);
-        out.extend_from_slice(b"Z\"");
-        Ok(())
+        write_timestamp(self.out, seconds, nanos).map_err(|_| Stop::Unrenderable)
     }
 
     fn duration(&mut self, buf: &[u8]) -> Result<(), Stop> {
-        const MAX_SECONDS: u64 = 315_576_000_000;
-        const MAX_NANOS: u32 = 999_999_999;
         let (seconds, nanos) = Self::seconds_nanos(buf)?;
-        if seconds.unsigned_abs() > MAX_SECONDS || nanos.unsigned_abs() > MAX_NANOS {
-            return Err(Stop::Unrenderable);
-        }
-        // prost-types: the sign comes from the value as sent, the digits from its
-        // normalized form (nanos given the sign of the seconds).
-        let negative = seconds < 0 || nanos < 0;
-        let (seconds, nanos) = match (seconds, nanos) {
-            (s, n) if s < 0 && n > 0 => (s + 1, n - NANOS_PER_SECOND),
-            (s, n) if s > 0 && n < 0 => (s - 1, n + NANOS_PER_SECOND),
-            other => other,
-        };
-        let out = &mut *self.out;
-        out.push(b'"');
-        if negative {
-            out.push(b'-');
-        }
-        write_u64(out, seconds.unsigned_abs());
-        fraction(out, nanos.unsigned_abs());
-        out.extend_from_slice(b"s\"");
-        Ok(())
+        write_duration(self.out, seconds, nanos).map_err(|_| Stop::Unrenderable)
     }
 
     fn wrapper(&mut self, ty: Ty, buf: &[u8]) -> Result<(), Stop> {
@@ -1232,18 +1024,12 @@ impl<'a> Renderer<'a> {
                 }
             }
         }
-        match value {
-            // serde_json writes a non-finite float as `null`.
-            Scalar::F32(v) if !v.is_finite() => self.out.extend_from_slice(b"null"),
-            Scalar::F64(v) if !v.is_finite() => self.out.extend_from_slice(b"null"),
-            s => self.write_scalar(s)?,
-        }
-        Ok(())
+        self.write_scalar(value)
     }
 
     /// Paths in lowerCamelCase joined by `,`; a path that would not round-trip fails.
     fn field_mask(&mut self, buf: &[u8]) -> Result<(), Stop> {
-        let mut text = String::new();
+        let mut paths = Vec::new();
         let mut r = Reader::new(buf);
         while !r.done() {
             let (1, p) = r.field()? else {
@@ -1252,37 +1038,9 @@ impl<'a> Renderer<'a> {
             let Scalar::Text(path) = scalar(Ty::String, p)? else {
                 return Err(Stop::Malformed);
             };
-            let path = std::str::from_utf8(path).map_err(|_| Stop::Malformed)?;
-            // As prost-reflect does: an empty path adds nothing, not even its comma.
-            if !text.is_empty() {
-                text.push(',');
-            }
-            for (i, part) in path.split('.').enumerate() {
-                if i > 0 {
-                    text.push('.');
-                }
-                let mut upper_next = false;
-                for ch in part.chars() {
-                    if ch.is_ascii_uppercase() {
-                        return Err(Stop::Unrenderable);
-                    }
-                    if upper_next {
-                        let upper = ch.to_ascii_uppercase();
-                        if upper == ch {
-                            return Err(Stop::Unrenderable);
-                        }
-                        text.push(upper);
-                        upper_next = false;
-                    } else if ch == '_' {
-                        upper_next = true;
-                    } else {
-                        text.push(ch);
-                    }
-                }
-            }
+            paths.push(std::str::from_utf8(path).map_err(|_| Stop::Malformed)?);
         }
-        write_str(self.out, &text);
-        Ok(())
+        write_field_mask(self.out, paths).map_err(|_| Stop::Unrenderable)
     }
 
     /// `Struct`: its `fields` map (1) as an object.
