@@ -8,10 +8,10 @@
 //! **Must not know:** anything about HTTP (status codes, headers, content types, frameworks) or
 //! gRPC (clients, channels, metadata). Callers turn a [`FieldError`] into a 400 themselves.
 //!
-//! The proto3 JSON mapping itself is prost-reflect's (well-known types, `Any` resolved through
-//! the descriptor pool, 64-bit integers as strings, enums by name or number, base64 bytes in
-//! both alphabets, `FieldMask`, `Struct`/`Value`/`ListValue`, wrappers, `Empty`). This module
-//! only adds what prost-reflect lacks:
+//! Input is prost-reflect's deserializer (well-known types, `Any` resolved through the
+//! descriptor pool, enums by name or number, base64 bytes in both alphabets...), held to the
+//! proto3 JSON mapping as protobuf's conformance suite checks it (the table tests at the
+//! bottom follow its JSON cases) by what this module adds:
 //!
 //! * input hygiene before parsing: UTF-8 check (with the offset of the first bad byte), an
 //!   empty or all-whitespace body decodes to the empty message, the top-level value must be an
@@ -29,15 +29,29 @@
 //!   (naming both keys; prost-reflect alone names only the oneof). It also rewords integer
 //!   range, non-integral number, bad number string, bad map key and unknown enum name errors.
 //!   A `null` oneof member is ignored, as the proto3 JSON conformance suite requires, except
-//!   for `google.protobuf.Value`, where `null` is a value.
+//!   for `google.protobuf.Value`, where `null` is a value;
+//! * in the same guard, what prost-reflect gets wrong: numbers in strings are JSON numbers
+//!   (`"1e5"` is an int32, `"+1"`, `"01"`, `" 1"`, `"inf"` are nothing), exact integer and
+//!   float range checks, strict `Timestamp` (no second 60, at most 9 decimals) and `Duration`
+//!   text, decimal map keys (duplicates found after normalization), and `Any`: buffered and
+//!   replayed `@type` first, so that its fields are checked wherever `@type` is; `{}` is the
+//!   empty `Any`; an `Any` of `Empty` may leave out `value`.
 //!
-//! Output: lowerCamelCase names (proto names with [`JsonOptions::use_proto_names`]), int64 as
-//! strings, enums by name, defaults omitted unless [`JsonOptions::emit_unpopulated`] (which,
-//! like protobuf's `always_print_fields_with_no_presence`, still omits unset message fields,
-//! oneof members and proto3 `optional` fields). Encoding can fail in prost-reflect (an `Any`
-//! whose type is not in the pool, a malformed `Any` payload, an out-of-range `Timestamp` or
-//! `Duration`, a `FieldMask` path that does not round-trip through lowerCamelCase, a
-//! non-finite number in a `Value`), so the encoders return `Result` with the failing path.
+//! Output is written here, not by prost-reflect's serializer (which deviates from the mapping
+//! in a few places): lowerCamelCase names (proto names with [`JsonOptions::use_proto_names`]),
+//! 64-bit integers as strings, floats in their shortest round-trip form (`NaN`, `Infinity`,
+//! `-Infinity` as strings, also in wrappers), enums by name (the first declared alias),
+//! unknown enum numbers as numbers, bytes in padded standard base64, `Timestamp`s in UTC with
+//! 0, 3, 6 or 9 decimals, map entries in key order, and defaults omitted (but `-0`) unless
+//! [`JsonOptions::emit_unpopulated`] (which, like protobuf's
+//! `always_print_fields_with_no_presence`, still omits unset message fields, oneof members and
+//! proto3 `optional` fields). Some values have no JSON form (an `Any` whose type is not in the
+//! pool or whose payload does not decode, a `Timestamp` outside the years 1 to 9999 or with
+//! nanos outside `0..1e9`, a `Duration` beyond 10 000 years or with nanos of the other sign,
+//! a `FieldMask` path that does not round-trip through lowerCamelCase, a non-finite number in
+//! a `Value`), so the encoders return `Result` with the failing path. The text of the
+//! well-known types is written by helpers shared with [`super::wire`], which must print the
+//! same.
 //!
 //! Note: `serde_json` has its own recursion limit of 128 nested values; a `max_depth` above
 //! about 127 is therefore capped by that limit (reported as malformed JSON).

@@ -13,16 +13,16 @@
 //! walked once, with a per-type plan (JSON keys pre-escaped, kinds and enum names resolved),
 //! writing JSON as fields go by.
 //!
-//! Equivalence rules (prost's decoding, prost-reflect's rendering): fields in number order;
+//! Equivalence rules (prost's decoding, `json`'s rendering): fields in number order;
 //! unknown fields skipped; for a singular field the last occurrence wins, for a oneof the last
 //! member seen; repeated scalars packed or not, mixed; map entries with missing key or value
 //! defaulted, duplicate keys last-wins; fields without presence omitted at their default
 //! unless `emit_unpopulated`; well-known types in their special forms (`Timestamp`,
-//! `Duration`, wrappers, `Struct`/`Value`/`ListValue`, `Empty`, `FieldMask`); `Any` through
-//! prost-reflect for its span alone. Anything rarer (groups, a singular message field twice,
+//! `Duration`, wrappers, `Struct`/`Value`/`ListValue`, `Empty`, `FieldMask`, with `json`'s text
+//! helpers); `Any` through `json` for its span alone. Anything rarer (groups, a singular message field twice,
 //! which protobuf merges, a field of a pool extension) and every failure (malformed bytes,
 //! an unrenderable value) re-runs the whole reply through `DynamicMessage::decode` and
-//! prost-reflect: the fallback gives the exact answer, so it never changes the output.
+//! `json::encode_message`: the fallback gives the exact answer, so it never changes the output.
 
 mod plan;
 mod render;

@@ -1,6 +1,6 @@
 //! The renderer: one walk over the wire bytes of a message, writing its proto3 JSON into the
 //! output as it goes, with the decoding rules of `DynamicMessage::decode` (prost's) and the
-//! rendering rules of prost-reflect's serializer.
+//! rendering rules of `json::encode_message`.
 //!
 //! Per message, fields are first rendered in wire order, which is field-number order for
 //! everything most encoders emit. prost-generated code writes oneof members after all other
@@ -28,7 +28,7 @@ pub(super) const RECURSION_LIMIT: u32 = 100;
 const MAX_LATE: u32 = 8;
 
 /// Why rendering stopped. Everything but [`Stop::Reorder`] makes the caller fall back to
-/// `DynamicMessage::decode` + prost-reflect, which then gives the exact result or error.
+/// `DynamicMessage::decode` + `json::encode_message`, which then give the exact result or error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Stop {
     /// Fields out of number order, or two members of one oneof: render this message again
@@ -39,7 +39,7 @@ pub(super) enum Stop {
     /// A wire shape left to prost-reflect: groups, a singular message field twice (merged),
     /// a map field that is not length-delimited, a field of a pool extension.
     Unsupported,
-    /// A value prost-reflect cannot render (out-of-range `Timestamp`, non-finite number in a
+    /// A value without a JSON form (out-of-range `Timestamp`, non-finite number in a
     /// `Value`, ...), or an `Any` that failed.
     Unrenderable,
 }
@@ -405,7 +405,7 @@ impl<'a> Renderer<'a> {
             Special::Value => self.value_message(buf, ctx),
             Special::ListValue => self.list_value(buf, ctx),
             Special::Any => {
-                // `Any` needs the pool to resolve its type: prost-reflect renders it.
+                // `Any` needs the pool to resolve its type: `json` renders it.
                 let any =
                     DynamicMessage::decode(m.desc.clone(), buf).map_err(|_| Stop::Malformed)?;
                 json::encode_message_to(&any, self.opts, self.out).map_err(|_| Stop::Unrenderable)
@@ -987,7 +987,7 @@ impl<'a> Renderer<'a> {
     }
 
     // -----------------------------------------------------------------------------------------
-    // Well-known types, as prost-reflect's `ser/wkt.rs` renders them.
+    // Well-known types, as `json::encode_message` renders them (with its text helpers).
 
     /// `seconds` (1) and `nanos` (2) of a Timestamp or Duration; last one wins.
     fn seconds_nanos(buf: &[u8]) -> Result<(i64, i32), Stop> {
