@@ -2883,6 +2883,10 @@ mod tests {
             ("Conformance", r#"{"optionalAny": {}}"#, Ok(r#"{"optionalAny":{}}"#)),
             ("Conformance", r#"{"repeatedAny": [{}, {"@type": "type.googleapis.com/omnigate.test.Author"}]}"#, Ok(r#"{"repeatedAny":[{},{"@type":"type.googleapis.com/omnigate.test.Author"}]}"#)),
             ("Conformance", r#"{"optionalAny": null}"#, Ok("{}")),
+            // An empty `Any` inside another `Any`'s payload (where it is held encoded).
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/google.protobuf.Any", "value": {}}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/google.protobuf.Any","value":{}}}"#)),
+            ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/omnigate.test.Conformance", "repeatedAny": [{}], "optionalAny": {}}}"#, Ok(r#"{"optionalAny":{"@type":"type.googleapis.com/omnigate.test.Conformance","repeatedAny":[{}],"optionalAny":{}}}"#)),
+            ("Conformance", r#"{"optionalAny": {"@type": "\u0000omnigate/empty-any/omnigate.test.Author"}}"#, Err(("optionalAny", "invalid type url"))),
             ("Conformance", r#"{"optionalAny": {"@type": "", "value": ""}}"#, Err(("optionalAny", "type"))),
             ("Conformance", r#"{"optionalAny": {"@type": "not_a_url", "value": ""}}"#, Err(("optionalAny", "type"))),
             ("Conformance", r#"{"optionalAny": {"@type": "type.googleapis.com/no.Such"}}"#, Err(("optionalAny", "not found"))),
@@ -2942,6 +2946,10 @@ mod tests {
         assert_eq!(err.field, "name");
         let err = decode_field_value(&field("labels"), br#"{"a":"1","a":"1"}"#, &opts).unwrap_err();
         assert_eq!(err.field, "a");
+        let conformance = desc("Conformance");
+        let any = conformance.get_field_by_name("optional_any").unwrap();
+        let empty = decode_field_value(&any, b"{}", &opts).unwrap().unwrap();
+        assert_eq!(empty, Value::Message(DynamicMessage::new(desc("google.protobuf.Any"))));
         let err = decode_field_value(&field("page_count"), br#""x""#, &opts).unwrap_err();
         assert_eq!(err.field, "");
         assert!(err.reason.contains("not a valid int32"), "{err}");
