@@ -319,7 +319,10 @@ make_script() {
 # Instruction counts (user, kernel) of the proxy during a row, where perf works here: unlike
 # req/s and CPU time they barely move when other processes share the machine.
 PERF_OK=0
-if command -v perf >/dev/null 2>&1 && perf stat -x, -e instructions:u true >/dev/null 2>&1; then
+# `perf stat` exits 0 even where the counter is "<not supported>" (virtual machines without a PMU),
+# so the probe asks for a number in the first column.
+if command -v perf >/dev/null 2>&1 \
+    && perf stat -x, -e instructions:u true 2>&1 >/dev/null | grep -q '^[0-9][0-9]*,'; then
     PERF_OK=1
 fi
 
@@ -411,7 +414,8 @@ run_row() {
         counted=$(grep -s '^BENCH_RESULT ' "$TMP/$key.count.txt" | tr ' ' '\n' | awk -F= '$1 == "requests" { print $2 }')
         if [ -s "$TMP/$key.instr" ] && [ -n "$counted" ]; then
             PROXY_INSTR[$key]=$(awk -F, -v r="$counted" '
-                $3 ~ /^instructions:u/ { u = $1 } $3 ~ /^instructions:k/ { k = $1 }
+                $3 ~ /^instructions:u/ && $1 ~ /^[0-9]+$/ { u = $1 + 0 }
+                $3 ~ /^instructions:k/ && $1 ~ /^[0-9]+$/ { k = $1 + 0 }
                 END { if (r > 0 && u > 0) printf "%.0fk + %.0fk", u / r / 1000, k / r / 1000; else printf "-" }' \
                 "$TMP/$key.instr")
         fi
