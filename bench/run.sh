@@ -411,7 +411,9 @@ run_row() {
         PROXY_CPU[$key]=$(awk -v t=$((proxy_after - proxy_before)) -v u="$TICK_US" -v r="$requests" \
             'BEGIN { printf "%.1f µs", r ? t * u / r : 0 }')
         local counted
-        counted=$(grep -s '^BENCH_RESULT ' "$TMP/$key.count.txt" | tr ' ' '\n' | awk -F= '$1 == "requests" { print $2 }')
+        # No count file where perf cannot count (grep exits 2, which set -e -o pipefail would end on).
+        counted=$( (grep -s '^BENCH_RESULT ' "$TMP/$key.count.txt" || true) | tr ' ' '\n' \
+            | awk -F= '$1 == "requests" { print $2 }')
         if [ -s "$TMP/$key.instr" ] && [ -n "$counted" ]; then
             PROXY_INSTR[$key]=$(awk -F, -v r="$counted" '
                 $3 ~ /^instructions:u/ && $1 ~ /^[0-9]+$/ { u = $1 + 0 }
