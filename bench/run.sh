@@ -29,6 +29,10 @@
 #   BENCH_OMNIGATE_ENV="K=V ..." extra environment for the omnigate process only (e.g.
 #                           GLIBC_TUNABLES=..., RUST_LOG=...)
 #   BENCH_HOLD=1            after the table, keep everything running until Ctrl-C (for profiling)
+#   BENCH_CALLGRIND=1       after the measured rows, count omnigate's user-space instructions per
+#                           request under valgrind's callgrind (installs valgrind if missing):
+#                           deterministic where `perf` has no hardware counters (most VMs)
+#   BENCH_CALLGRIND_DURATION=5s  wrk run per row under callgrind (wrk -t1 -c4)
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -46,6 +50,8 @@ SLOW_MS=${BENCH_SLOW_MS:-20}
 ROUNDS=${BENCH_ROUNDS:-1}
 # Length of the separate wrk run during which instructions are counted (see run_row).
 COUNT_DURATION=${BENCH_COUNT_DURATION:-3s}
+CALLGRIND=${BENCH_CALLGRIND:-0}
+CALLGRIND_DURATION=${BENCH_CALLGRIND_DURATION:-5s}
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -62,6 +68,9 @@ install_tools() {
     command -v wrk >/dev/null 2>&1 || missing+=(wrk)
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    if [ "$CALLGRIND" = 1 ]; then
+        command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
+    fi
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]} with apt-get"
         as_root apt-get update -qq
@@ -141,10 +150,10 @@ free_port() {
     printf -v "$1" '%s' "$port"
 }
 
-# wait_port PORT PID NAME LOG: until PORT accepts connections (30 s at most).
+# wait_port PORT PID NAME LOG [SECONDS]: until PORT accepts connections (30 s by default).
 wait_port() {
-    local port=$1 pid=$2 name=$3 logfile=$4
-    for _ in $(seq 300); do
+    local port=$1 pid=$2 name=$3 logfile=$4 seconds=${5:-30}
+    for _ in $(seq $((seconds * 10))); do
         port_in_use "$port" && return 0
         if ! kill -0 "$pid" 2>/dev/null; then
             cat "$logfile" >&2 || true
@@ -153,7 +162,7 @@ wait_port() {
         sleep 0.1
     done
     cat "$logfile" >&2 || true
-    die "$name is not listening on $port after 30 s"
+    die "$name is not listening on $port after $seconds s"
 }
 
 start_backends() {
@@ -427,6 +436,44 @@ run_row() {
     log "$tag: ${RPS[$key]} req/s, p50 ${p50_us} us, p99 ${p99_us} us, errors ${ERRS[$key]}"
 }
 
+# count_under_callgrind: a second omnigate (same config, its own port) under valgrind's
+# callgrind, started after the measured rows so that it takes no CPU from them. Per omnigate row:
+# a warm-up, then the counters are zeroed, wrk runs CALLGRIND_DURATION at low concurrency
+# (callgrind runs one thread at a time, ~50x slower), and the dump's total over wrk's request
+# count goes to CG_INSTR. User space only; fewer requests in flight than in the measured run
+# means less batching on the HTTP/2 side, so compare these counts with each other, not with
+# the perf column.
+declare -A CG_INSTR
+count_under_callgrind() {
+    local port cg_pid row dump total requests
+    free_port P_CALLGRIND
+    port=$P_CALLGRIND
+    sed "s/^listen: .*/listen: 127.0.0.1:$port/" "$TMP/omnigate.yaml" >"$TMP/omnigate-callgrind.yaml"
+    valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out" \
+        "$OMNIGATE" run --config "$TMP/omnigate-callgrind.yaml" >"$TMP/omnigate-callgrind.log" 2>&1 &
+    cg_pid=$!
+    PIDS+=("$cg_pid")
+    wait_port "$port" "$cg_pid" "omnigate under callgrind" "$TMP/omnigate-callgrind.log" 120
+    for row in $ROWS; do
+        row "$row" "$port"
+        [ "$ROW_PROXY" = "$OMNIGATE_PID" ] || continue
+        make_script "$TMP/$row.lua" "$ROW_KIND"
+        log "$ROW_LABEL: counting instructions under callgrind ($CALLGRIND_DURATION)"
+        wrk -t1 -c4 -d2s -s "$TMP/$row.lua" "$ROW_URL" >"$TMP/$row.callgrind-warmup.txt" 2>&1 \
+            || die "wrk failed (callgrind warm-up of $row): $(cat "$TMP/$row.callgrind-warmup.txt")"
+        callgrind_control -z "$cg_pid" >/dev/null 2>&1
+        wrk -t1 -c4 -d"$CALLGRIND_DURATION" -s "$TMP/$row.lua" "$ROW_URL" >"$TMP/$row.callgrind.txt" 2>&1 \
+            || die "wrk failed (callgrind run of $row): $(cat "$TMP/$row.callgrind.txt")"
+        callgrind_control -d "$cg_pid" >/dev/null 2>&1
+        dump=$(ls -t "$TMP"/callgrind.out.* 2>/dev/null | head -1)
+        total=$(awk '/^summary:/ { print $2 }' "$dump" 2>/dev/null)
+        requests=$(field "$(grep '^BENCH_RESULT ' "$TMP/$row.callgrind.txt" || true)" requests)
+        if [ -n "$total" ] && [ "${requests:-0}" -gt 0 ]; then
+            CG_INSTR[$row]=$(awk -v t="$total" -v r="$requests" 'BEGIN { printf "%.1fk", t / r / 1000 }')
+        fi
+    done
+}
+
 # pick_median ROW: the round whose req/s is the median (the lower one for an even count).
 pick_median() {
     local row=$1 round
@@ -461,32 +508,42 @@ precheck post POST "http://127.0.0.1:$P_OMNIGATE$POST_PATH" "$BENCH_DIR/book.jso
 precheck gql POST "http://127.0.0.1:$P_OMNIGATE/graphql" "$BENCH_DIR/gql-one.json"
 precheck gql3 POST "http://127.0.0.1:$P_OMNIGATE/graphql" "$BENCH_DIR/gql-three.json"
 
+# row ROW OMNIGATE_PORT: sets ROW_LABEL, ROW_URL, ROW_KIND and ROW_PROXY (the pid whose CPU is
+# the "proxy" column, or -) for one row of the table.
+row() {
+    local port=$2
+    case $1 in
+        direct) ROW_LABEL="direct → HTTP backend (GET /reviews/1)"
+            ROW_URL=http://127.0.0.1:$P_HTTP/reviews/1 ROW_KIND=get ROW_PROXY=- ;;
+        nginx) ROW_LABEL="nginx → HTTP backend (GET /reviews/1)"
+            ROW_URL=http://127.0.0.1:$P_NGINX/reviews/1 ROW_KIND=get ROW_PROXY=$NGINX_PID ;;
+        proxy) ROW_LABEL="omnigate → HTTP backend (GET /reviews/1)"
+            ROW_URL=http://127.0.0.1:$port/reviews/1 ROW_KIND=get ROW_PROXY=$OMNIGATE_PID ;;
+        get) ROW_LABEL="omnigate REST GET → gRPC (GET $BOOK_PATH)"
+            ROW_URL=http://127.0.0.1:$port$BOOK_PATH ROW_KIND=get ROW_PROXY=$OMNIGATE_PID ;;
+        post) ROW_LABEL="omnigate REST POST 1 KB JSON → gRPC (POST $POST_PATH)"
+            ROW_URL=http://127.0.0.1:$port$POST_PATH ROW_KIND=post ROW_PROXY=$OMNIGATE_PID ;;
+        gql) ROW_LABEL="omnigate GraphQL query → one gRPC call (getBook)"
+            ROW_URL=http://127.0.0.1:$port/graphql ROW_KIND=gql ROW_PROXY=$OMNIGATE_PID ;;
+        slow) ROW_LABEL="omnigate REST GET → Authors slowed ${SLOW_MS} ms (GET /v1/authors/1)"
+            ROW_URL=http://127.0.0.1:$port/v1/authors/1 ROW_KIND=get ROW_PROXY=$OMNIGATE_PID ;;
+        gql3) ROW_LABEL="omnigate GraphQL query across Library + Authors (slowed) + HTTP reviews"
+            ROW_URL=http://127.0.0.1:$port/graphql ROW_KIND=gql3 ROW_PROXY=$OMNIGATE_PID ;;
+        *) die "unknown row '$1' in BENCH_ROWS" ;;
+    esac
+}
+for row in $ROWS; do row "$row" "$P_OMNIGATE"; done # an unknown row fails before any run
+
 for round in $(seq "$ROUNDS"); do
     for row in $ROWS; do
-        case $row in
-            direct) run_row direct "$round" "direct → HTTP backend (GET /reviews/1)" \
-                "http://127.0.0.1:$P_HTTP/reviews/1" get - ;;
-            nginx) run_row nginx "$round" "nginx → HTTP backend (GET /reviews/1)" \
-                "http://127.0.0.1:$P_NGINX/reviews/1" get "$NGINX_PID" ;;
-            proxy) run_row proxy "$round" "omnigate → HTTP backend (GET /reviews/1)" \
-                "http://127.0.0.1:$P_OMNIGATE/reviews/1" get "$OMNIGATE_PID" ;;
-            get) run_row get "$round" "omnigate REST GET → gRPC (GET $BOOK_PATH)" \
-                "http://127.0.0.1:$P_OMNIGATE$BOOK_PATH" get "$OMNIGATE_PID" ;;
-            post) run_row post "$round" "omnigate REST POST 1 KB JSON → gRPC (POST $POST_PATH)" \
-                "http://127.0.0.1:$P_OMNIGATE$POST_PATH" post "$OMNIGATE_PID" ;;
-            gql) run_row gql "$round" "omnigate GraphQL query → one gRPC call (getBook)" \
-                "http://127.0.0.1:$P_OMNIGATE/graphql" gql "$OMNIGATE_PID" ;;
-            slow) run_row slow "$round" "omnigate REST GET → Authors slowed ${SLOW_MS} ms (GET /v1/authors/1)" \
-                "http://127.0.0.1:$P_OMNIGATE/v1/authors/1" get "$OMNIGATE_PID" ;;
-            gql3) run_row gql3 "$round" "omnigate GraphQL query across Library + Authors (slowed) + HTTP reviews" \
-                "http://127.0.0.1:$P_OMNIGATE/graphql" gql3 "$OMNIGATE_PID" ;;
-            *) die "unknown row '$row' in BENCH_ROWS" ;;
-        esac
+        row "$row" "$P_OMNIGATE"
+        run_row "$row" "$round" "$ROW_LABEL" "$ROW_URL" "$ROW_KIND" "$ROW_PROXY"
     done
 done
 for row in $ROWS; do pick_median "$row"; done
 RSS_HWM_KB=$(status_kb "$OMNIGATE_PID" VmHWM)
 kill -0 "$OMNIGATE_PID" 2>/dev/null || die "omnigate died during the run: $(tail -20 "$TMP/omnigate.log")"
+[ "$CALLGRIND" = 1 ] && count_under_callgrind
 
 # ---------------------------------------------------------------------------------------------
 # Report
@@ -503,15 +560,19 @@ echo "$(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinf
     "wrk -t$THREADS -c$CONNECTIONS, ${WARMUP} warm-up + ${DURATION} per row; nginx worker_processes $WORKERS;" \
     "omnigate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }').$rounds_note"
 echo
-echo "| scenario | req/s | p50 | p99 | errors | vs nginx | proxy CPU/req | proxy instructions/req (user + kernel) | backends CPU/req | omnigate RSS (max) |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+cg_head="" cg_rule=""
+[ "$CALLGRIND" = 1 ] && cg_head=" omnigate instructions/req (callgrind, user) |" cg_rule="---:|"
+echo "| scenario | req/s | p50 | p99 | errors | vs nginx | proxy CPU/req | proxy instructions/req (user + kernel) | backends CPU/req | omnigate RSS (max) |$cg_head"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|$cg_rule"
 for row in $ROWS; do
     rss=-
     [ -z "$(at RSS "$row")" ] || rss=$(mb "$(at RSS "$row")")
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$row]}" "$(at RPS "$row")" \
+    cg=""
+    [ "$CALLGRIND" = 1 ] && cg=" ${CG_INSTR[$row]:--} |"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |%s\n' "${LABEL[$row]}" "$(at RPS "$row")" \
         "$(ms "$(at P50 "$row")")" "$(ms "$(at P99 "$row")")" "$(at ERRS "$row")" \
         "$(ratio "$(at RPS "$row")" "$NGINX_RPS")" "$(at PROXY_CPU "$row")" "$(at PROXY_INSTR "$row")" \
-        "$(at BACKEND_CPU "$row")" "$rss"
+        "$(at BACKEND_CPU "$row")" "$rss" "$cg"
 done
 echo
 echo "omnigate RSS: $(mb "$RSS_IDLE_KB") idle after start, $(mb "$RSS_MAX_KB") highest VmRSS sampled under load, $(mb "$RSS_HWM_KB") peak (VmHWM)."
