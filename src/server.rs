@@ -4,6 +4,8 @@
 //! shutdown: then the listener is closed, in-flight requests get up to the grace period to
 //! finish, connections still open after it are closed, and `run` returns.
 
+mod timer;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -265,10 +267,10 @@ async fn accept_loop(
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Slow-header clients (and idle keep-alive connections) are closed after this; the timer
-    // is what makes hyper enforce it.
+    // is what makes hyper enforce it (a coarse one: see `timer`).
     builder
         .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
+        .timer(timer::CoarseTimer)
         .header_read_timeout(app.gateway.settings.header_read_timeout);
     // Extended CONNECT, for WebSocket over HTTP/2 (as `axum::serve` enables it).
     builder.http2().enable_connect_protocol();
