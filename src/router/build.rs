@@ -420,6 +420,7 @@ fn compile(
             "a client-streaming method needs body: \"*\" (one JSON message per line)".into(),
         ));
     }
+    let direct = direct_fields(&path_fields, &body);
     let binding = Binding {
         method: method.clone(),
         http_method: rule.http_method.clone(),
@@ -427,8 +428,38 @@ fn compile(
         path_fields,
         body,
         response_body,
+        direct,
     };
     Ok((template, binding))
+}
+
+/// [`Binding::direct`]: the path's fields in number order, if each is a top-level, singular
+/// string field outside any oneof, bound once, and nothing comes from a body.
+pub(crate) fn direct_fields(
+    path_fields: &[FieldPath],
+    body: &BodyBinding,
+) -> Option<Box<[(u32, usize)]>> {
+    if !matches!(body, BodyBinding::None) {
+        return None;
+    }
+    let mut fields = path_fields
+        .iter()
+        .enumerate()
+        .map(|(index, path)| {
+            let field = path.last();
+            (path.is_top_level()
+                && !field.is_list()
+                && !field.is_map()
+                && matches!(field.kind(), prost_reflect::Kind::String)
+                && field.containing_oneof().is_none())
+            .then(|| (field.number(), index))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    fields.sort_unstable();
+    if fields.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+        return None;
+    }
+    Some(fields.into())
 }
 
 /// Message types with a string JSON form can be bound from a path segment.

@@ -52,6 +52,10 @@ pub struct Binding {
     pub path_fields: Vec<FieldPath>,
     pub body: BodyBinding,
     pub response_body: Option<FieldPath>,
+    /// `(field number, index in path_fields)` in number order, when the request message is
+    /// nothing but top-level singular string fields taken from the path (no body), each bound
+    /// once: such a message is written straight as protobuf (`transcode::rest`).
+    pub direct: Option<Box<[(u32, usize)]>>,
 }
 
 /// One line of `omnigate routes`.

@@ -108,6 +108,11 @@ impl FieldPath {
         &self.leaf
     }
 
+    /// The path is one field of the message it starts from (no parents).
+    pub fn is_top_level(&self) -> bool {
+        self.parents.is_empty()
+    }
+
     /// Every field along the path, outermost first.
     pub fn fields(&self) -> impl Iterator<Item = &FieldDescriptor> {
         self.parents.iter().chain(std::iter::once(&self.leaf))

@@ -38,6 +38,9 @@ impl From<FieldError> for Error {
     }
 }
 
+// Constants, not `from_static` calls per request: those check the text every time.
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Call the binding's method for `request` and render the answer.
 pub async fn call(
     settings: &Settings,
@@ -57,6 +60,8 @@ pub async fn call(
 
     let messages = if method.descriptor.is_client_streaming() {
         RequestMessages::Stream(client_stream(settings, binding, vars, request)?)
+    } else if let Some(frame) = direct_request(binding, &vars, &request) {
+        RequestMessages::One(frame)
     } else {
         let message = request_message(settings, binding, &vars, request).await?;
         RequestMessages::One(grpc::framed(|out| {
@@ -113,10 +118,9 @@ pub async fn call(
         *response.headers_mut() = headers;
         match content_type {
             None => {
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
+                response
+                    .headers_mut()
+                    .insert(http::header::CONTENT_TYPE, APPLICATION_JSON);
             }
             Some(content_type) => insert_content_type(response.headers_mut(), &content_type),
         }
@@ -251,12 +255,9 @@ pub fn forwarded_metadata(
 ) -> HeaderMap {
     // Room for what `upstream::grpc` adds (content-type, te, grpc-timeout) without regrowing.
     let mut out = HeaderMap::with_capacity(8 + extra.len());
-    for name in [
-        http::header::AUTHORIZATION,
-        HeaderName::from_static("x-request-id"),
-    ]
-    .iter()
-    .chain(settings.forward_headers.iter())
+    for name in [http::header::AUTHORIZATION, X_REQUEST_ID]
+        .iter()
+        .chain(settings.forward_headers.iter())
     {
         // A name listed twice (`forward_headers: [authorization]`) is forwarded once.
         if out.contains_key(name) {
@@ -270,7 +271,7 @@ pub fn forwarded_metadata(
         // New for every request: HPACK would add each one to the connection's table (evicting
         // entries that do repeat) for nothing; "never indexed" skips that.
         id.set_sensitive(true);
-        out.insert(HeaderName::from_static("x-request-id"), id);
+        out.insert(X_REQUEST_ID, id);
     }
     for (name, value) in extra {
         out.insert(name.clone(), value.clone());
@@ -377,6 +378,42 @@ pub fn body_error(error: crate::request::BoxError) -> Error {
     Error::Cancelled
 }
 
+/// The request message of a binding that takes only top-level strings from the path
+/// ([`Binding::direct`]), written straight as protobuf: see [`direct_message`]. `None` (the
+/// general path, [`request_message`]) when the query may set fields too.
+fn direct_request(binding: &Binding, vars: &[(usize, String)], request: &Request) -> Option<Bytes> {
+    let fields = binding.direct.as_deref()?;
+    if request.uri.query().is_some_and(|query| !query.is_empty()) {
+        return None;
+    }
+    direct_message(fields, vars)
+}
+
+/// The path values `vars` of the string fields `fields` (`(number, index in vars)`, in
+/// number order) as a message with its gRPC prefix: the bytes that encoding the message
+/// [`request_message`] builds from them gives, without building a `DynamicMessage` first.
+/// `None` when a value is missing or empty (a default, which encoding leaves out unless the
+/// field has presence): the general path decides.
+fn direct_message(fields: &[(u32, usize)], vars: &[(usize, String)]) -> Option<Bytes> {
+    let value = |index: usize| {
+        vars.iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, value)| value.as_str())
+            .filter(|value| !value.is_empty())
+    };
+    if fields.iter().any(|&(_, index)| value(index).is_none()) {
+        return None;
+    }
+    Some(grpc::framed(|out| {
+        for &(number, index) in fields {
+            let text = value(index).unwrap_or_default();
+            prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, out);
+            prost::encoding::encode_varint(text.len() as u64, out);
+            out.extend_from_slice(text.as_bytes());
+        }
+    }))
+}
+
 async fn request_message(
     settings: &Settings,
     binding: &Binding,
@@ -414,6 +451,9 @@ fn bind_path_and_query(
         if let Some(path) = binding.path_fields.get(*index) {
             fields::set_from_str(message, path, value)?;
         }
+    }
+    if query.is_empty() {
+        return Ok(());
     }
     let mut bound: Vec<FieldPath> = binding.path_fields.clone();
     if let BodyBinding::Field(path) = &binding.body {
@@ -658,4 +698,79 @@ fn render_stream(messages: BoxStream<'static, Result<Bytes, Error>>, cx: StreamC
     body_from(http_body_util::StreamBody::new(chunks.map(|bytes| {
         Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes))
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::router::build::direct_fields;
+
+    fn paths(message: &str, names: &[&str]) -> Vec<FieldPath> {
+        let desc = crate::transcode::test_pool()
+            .get_message_by_name(&format!("omnigate.test.{message}"))
+            .unwrap();
+        names
+            .iter()
+            .map(|name| FieldPath::resolve(&desc, name).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn path_strings_written_directly_equal_the_encoded_message() {
+        // Template order (display_name, then name) differs from number order (1, 14).
+        let paths = paths("Book", &["display_name", "name"]);
+        let plan = direct_fields(&paths, &BodyBinding::None).unwrap();
+        let vars = vec![
+            (0, "Ünïcode / 100%".to_string()),
+            (1, "shelves/1/books/2".to_string()),
+        ];
+        let direct = direct_message(&plan, &vars).unwrap();
+
+        let mut message = DynamicMessage::new(paths[0].root());
+        for (index, value) in &vars {
+            fields::set_from_str(&mut message, &paths[*index], value).unwrap();
+        }
+        let encoded = crate::transcode::encode::encode(&message);
+        assert_eq!(direct[0], 0, "not compressed");
+        assert_eq!(direct[1..5], (encoded.len() as u32).to_be_bytes());
+        assert_eq!(direct[5..], encoded[..]);
+    }
+
+    #[test]
+    fn only_top_level_singular_strings_from_a_body_less_binding_are_written_directly() {
+        let direct = |message: &str, names: &[&str], body: BodyBinding| {
+            direct_fields(&paths(message, names), &body).is_some()
+        };
+        assert!(direct("Request", &["name"], BodyBinding::None));
+        assert!(
+            direct("Request", &[], BodyBinding::None),
+            "no fields at all"
+        );
+        assert!(!direct("Request", &["name"], BodyBinding::Whole), "a body");
+        assert!(
+            !direct("Request", &["book.name"], BodyBinding::None),
+            "nested"
+        );
+        assert!(
+            !direct("Request", &["page_size"], BodyBinding::None),
+            "an int32"
+        );
+        assert!(!direct("Request", &["tag"], BodyBinding::None), "repeated");
+        assert!(
+            !direct("Request", &["order_by"], BodyBinding::None),
+            "a oneof member"
+        );
+        assert!(
+            !direct("Request", &["name", "name"], BodyBinding::None),
+            "bound twice"
+        );
+    }
+
+    #[test]
+    fn an_empty_or_missing_path_value_takes_the_general_path() {
+        let plan = direct_fields(&paths("Book", &["name"]), &BodyBinding::None).unwrap();
+        assert!(direct_message(&plan, &[(0, String::new())]).is_none());
+        assert!(direct_message(&plan, &[]).is_none());
+    }
 }

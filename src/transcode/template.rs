@@ -1020,7 +1020,8 @@ impl Trie {
                 .terminal(verb)
                 .or_else(|| n.rest.and_then(|r| self.nodes[r].terminal(verb)));
         };
-        let (seg, tail) = match s.find('/') {
+        // A byte scan: segments are short, and `str::find` sets up a searcher each time.
+        let (seg, tail) = match s.bytes().position(|b| b == b'/') {
             Some(i) => (&s[..i], Some(&s[i + 1..])),
             None => (s, None),
         };
@@ -1180,8 +1181,11 @@ pub struct Matcher<T> {
 /// Splits the verb off the last segment of `body`: `(body without ":verb", verb)`.
 /// `None` when the last segment has no `:` or the part before or after it is empty.
 fn split_verb(body: &str) -> Option<(&str, &str)> {
-    let last = body.rfind('/').map_or(0, |i| i + 1);
-    let colon = last + body[last..].rfind(':')?;
+    // Byte scans (both characters are ASCII): cheaper than `str::rfind`'s searcher on the
+    // short paths of every request.
+    let bytes = body.as_bytes();
+    let last = bytes.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    let colon = last + bytes[last..].iter().rposition(|&b| b == b':')?;
     if colon == last || colon + 1 == body.len() {
         return None;
     }
@@ -1199,7 +1203,10 @@ impl SegCursor<'_> {
     /// Byte offset where segment `target` starts, or `body.len() + 1` past the last one.
     fn seek(&mut self, target: usize) -> usize {
         while self.idx < target && self.pos <= self.body.len() {
-            self.pos = match self.body[self.pos..].find('/') {
+            self.pos = match self.body.as_bytes()[self.pos..]
+                .iter()
+                .position(|&b| b == b'/')
+            {
                 Some(i) => self.pos + i + 1,
                 None => self.body.len() + 1,
             };

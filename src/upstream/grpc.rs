@@ -189,11 +189,8 @@ impl GrpcUpstream {
         // HTTP/2 forbids connection-specific headers (RFC 9113 §8.2.2); `h2` refuses a request
         // carrying any.
         super::http::remove_hop_by_hop(headers);
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(http::header::CONTENT_TYPE, APPLICATION_GRPC);
+        headers.insert(http::header::TE, TRAILERS);
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if let Ok(value) = HeaderValue::from_str(&format_grpc_timeout(left)) {
@@ -437,7 +434,10 @@ pub enum RequestMessages {
 /// One request message, written by `write`, with its 5-byte gRPC prefix in front (written in
 /// place: the message is not copied).
 pub fn framed(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
-    let mut frame = vec![0; 5];
+    // Room for most request messages up front: growing from the prefix's 5 bytes would copy
+    // a 1 KB message seven times.
+    let mut frame = Vec::with_capacity(5 + 1024);
+    frame.extend_from_slice(&[0; 5]);
     write(&mut frame);
     let len = u32::try_from(frame.len() - 5).unwrap_or(u32::MAX);
     frame[1..5].copy_from_slice(&len.to_be_bytes());
@@ -574,7 +574,8 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 /// Reserved gRPC protocol headers never travel on as metadata.
 fn strip_reserved(headers: &mut HeaderMap) {
     use http::header::{CONTENT_LENGTH, CONTENT_TYPE, DATE, TE};
-    const RESERVED: [HeaderName; 9] = [
+    // A `static`, not a `const`: a `const` array is built (and dropped) at every use.
+    static RESERVED: [HeaderName; 9] = [
         CONTENT_TYPE,
         GRPC_STATUS,
         GRPC_MESSAGE,
@@ -623,27 +624,34 @@ const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 const GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+// Constants, not `from_static` calls in the request path: those check the text every time.
+const APPLICATION_GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
+const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 
 /// The status in `headers` (trailers, or the headers of a trailers-only answer); what is left
 /// after removing the reserved names is the trailing metadata.
 fn parse_status(mut headers: HeaderMap) -> Option<Status> {
-    let code = headers
-        .get(GRPC_STATUS)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<i32>()
-        .ok()?;
-    let message = headers
-        .get(GRPC_MESSAGE)
+    // One pass over the (usually one or two) trailers instead of a hashed lookup per name;
+    // the first value of each name counts, as `HeaderMap::get` would give it.
+    let (mut code, mut message, mut details) = (None, None, None);
+    for (name, value) in &headers {
+        let slot = match name.as_str() {
+            "grpc-status" => &mut code,
+            "grpc-message" => &mut message,
+            "grpc-status-details-bin" => &mut details,
+            _ => continue,
+        };
+        slot.get_or_insert(value);
+    }
+    let code = code?.to_str().ok()?.trim().parse::<i32>().ok()?;
+    let message = message
         .map(|v| {
             percent_encoding::percent_decode(v.as_bytes())
                 .decode_utf8_lossy()
                 .into_owned()
         })
         .unwrap_or_default();
-    let details_bin = headers
-        .get(GRPC_STATUS_DETAILS)
+    let details_bin = details
         .and_then(|v| BASE64.decode(v.as_bytes()).ok())
         .map(Bytes::from);
     strip_reserved(&mut headers);
