@@ -84,21 +84,30 @@ fn new_request_id() -> String {
 /// [`Body::incoming`] and [`body_from`]).
 pub fn normalize(request: http::Request<Body>, peer: Option<SocketAddr>) -> Request {
     let (parts, body) = request.into_parts();
-    let id = parts
-        .headers
-        .get(&X_REQUEST_ID)
+    // One pass over the headers rather than a hashed lookup per name (most requests carry
+    // few headers); the first value of each name counts, as `HeaderMap::get` gives it.
+    let (mut id, mut host, mut timeout) = (None, None, None);
+    for (name, value) in &parts.headers {
+        let slot = if name == http::header::HOST {
+            &mut host
+        } else if name == X_REQUEST_ID {
+            &mut id
+        } else if name == GRPC_TIMEOUT {
+            &mut timeout
+        } else {
+            continue;
+        };
+        slot.get_or_insert(value);
+    }
+    let id = id
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 200)
         .map_or_else(new_request_id, str::to_string);
-    let host = parts
-        .headers
-        .get(http::header::HOST)
+    let host = host
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| parts.uri.authority().map(|a| a.to_string()));
-    let deadline = parts
-        .headers
-        .get(&GRPC_TIMEOUT)
+    let deadline = timeout
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
         .map(|timeout| Instant::now() + timeout);
