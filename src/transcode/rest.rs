@@ -389,7 +389,7 @@ fn direct_request(binding: &Binding, vars: &[(usize, String)], request: &Request
     direct_message(fields, vars)
 }
 
-/// The path values `vars` of the string fields `fields` (`(number, index in vars)`, in
+/// The path values `vars` of the string fields `fields` (`(number, index in path_fields)`, in
 /// number order) as a message with its gRPC prefix: the bytes that encoding the message
 /// [`request_message`] builds from them gives, without building a `DynamicMessage` first.
 /// `None` when a value is missing or empty (a default, which encoding leaves out unless the
