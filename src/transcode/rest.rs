@@ -739,32 +739,20 @@ mod tests {
 
     #[test]
     fn only_top_level_singular_strings_from_a_body_less_binding_are_written_directly() {
-        let direct = |message: &str, names: &[&str], body: BodyBinding| {
-            direct_fields(&paths(message, names), &body).is_some()
-        };
-        assert!(direct("Request", &["name"], BodyBinding::None));
-        assert!(
-            direct("Request", &[], BodyBinding::None),
-            "no fields at all"
-        );
-        assert!(!direct("Request", &["name"], BodyBinding::Whole), "a body");
-        assert!(
-            !direct("Request", &["book.name"], BodyBinding::None),
-            "nested"
-        );
-        assert!(
-            !direct("Request", &["page_size"], BodyBinding::None),
-            "an int32"
-        );
-        assert!(!direct("Request", &["tag"], BodyBinding::None), "repeated");
-        assert!(
-            !direct("Request", &["order_by"], BodyBinding::None),
-            "a oneof member"
-        );
-        assert!(
-            !direct("Request", &["name", "name"], BodyBinding::None),
-            "bound twice"
-        );
+        let cases: [(&[&str], BodyBinding, bool, &str); 8] = [
+            (&["name"], BodyBinding::None, true, "a top-level string"),
+            (&[], BodyBinding::None, true, "no fields at all"),
+            (&["name"], BodyBinding::Whole, false, "a body"),
+            (&["book.name"], BodyBinding::None, false, "nested"),
+            (&["page_size"], BodyBinding::None, false, "an int32"),
+            (&["tag"], BodyBinding::None, false, "repeated"),
+            (&["order_by"], BodyBinding::None, false, "a oneof member"),
+            (&["name", "name"], BodyBinding::None, false, "bound twice"),
+        ];
+        for (names, body, direct, why) in cases {
+            let plan = direct_fields(&paths("Request", names), &body);
+            assert_eq!(plan.is_some(), direct, "{why}");
+        }
     }
 
     #[test]
