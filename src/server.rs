@@ -267,9 +267,12 @@ async fn accept_loop(
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Slow-header clients (and idle keep-alive connections) are closed after this; the timer
-    // is what makes hyper enforce it (a coarse one: see `timer`).
+    // is what makes hyper enforce it (a coarse one: see `timer`). Flattened writes (head and
+    // small bodies copied into one buffer, one `write`) cost fewer instructions per response
+    // than hyper's default vectored queue: callgrind, bench/PROFILE.md "Ninth session".
     builder
         .http1()
+        .writev(false)
         .timer(timer::CoarseTimer)
         .header_read_timeout(app.gateway.settings.header_read_timeout);
     // Extended CONNECT, for WebSocket over HTTP/2 (as `axum::serve` enables it).

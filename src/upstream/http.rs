@@ -121,7 +121,11 @@ async fn connect(
     stream.set_nodelay(true)?;
     let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
     socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    // Flattened writes, as on the serving side (src/server.rs, `accept_loop`).
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "Upstream connection ended with an error.");
