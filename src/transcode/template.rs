@@ -27,13 +27,16 @@
 //! Verb      = ":" LITERAL ;
 //! ```
 //!
-//! * `{x}` is `{x=*}`. `**` matches zero or more segments and must be the last segment of
-//!   the whole template (a verb may follow it), inside a variable or not.
+//! * `{x}` is `{x=*}`. `**` matches zero or more segments, inside a variable or not. A
+//!   template holds at most one `**`; the segments after it (literals, `*`, variables) are
+//!   a fixed number: `/v1/{name=shelves/**}/stats`, `/{path=**}/a/b:v`. (The HttpRule text
+//!   asks for `**` to be last; Envoy's path matcher and grpc-gateway accept a fixed tail
+//!   after it, so protos written for them load here too.)
 //! * A LITERAL is one or more RFC 3986 `pchar`s except `*`: letters, digits,
 //!   `-._~!$&'()+,;=:@`, and `%HH` escapes (so `v1.2`, `~me`, `a@b`, `a%20b` are literals).
 //!   Rejected: empty template, missing leading `/`, empty segments (`//`, trailing `/`,
 //!   `{x=}`), nested variables, unbalanced braces, bad identifiers, the same field path
-//!   bound twice, `**` anywhere but last, a wildcard or variable that is only part of a
+//!   bound twice, a second `**`, a wildcard or variable that is only part of a
 //!   segment, and an empty or invalid verb.
 //! * The verb is introduced by the last `:` that is outside braces and after the last `/`
 //!   outside braces: `/v1/{name=shelves/*}:watch` has verb `watch`; `/v1/a:b/c` has no verb
@@ -57,7 +60,10 @@
 //! * When several templates match, the most specific wins: (1) compare segment by segment
 //!   from the left, literal beats `*` / single-segment variable, which beats `**`; a template
 //!   that has ended beats one whose `**` would match zero segments (`/v1/*` beats
-//!   `/v1/*/**` for `/v1/a`); (2) a template with a verb beats one without; (3) more segments;
+//!   `/v1/*/**` for `/v1/a`); at a `**`, the templates continuing after it are tried on the
+//!   longest remainder of the path first, so a fixed tail beats ending at `**` (`/a/**/b`
+//!   beats `/a/**` for `/a/x/b`) and a longer tail a shorter one; (2) a template with a verb
+//!   beats one without; (3) more segments;
 //!   (4) first inserted. For a single method (2)–(4) only separate the two verb
 //!   interpretations, because two templates that tie on (1) with the same verb have the
 //!   same canonical form and are rejected as duplicates.
@@ -134,8 +140,8 @@ pub enum TemplateErrorKind {
     InvalidFieldPath(String),
     /// The same field path is bound twice.
     DuplicateVariable(String),
-    /// `**` is not the last segment.
-    DoubleWildcardNotLast,
+    /// A second `**` (the segments after a `**` must be a fixed number).
+    SecondDoubleWildcard,
     /// Nothing after the verb's `:`.
     EmptyVerb,
     /// The verb contains a character that is not allowed in a literal.
@@ -159,9 +165,7 @@ impl fmt::Display for TemplateErrorKind {
             Self::UnmatchedCloseBrace => f.write_str("'}' has no matching '{'"),
             Self::InvalidFieldPath(what) => write!(f, "invalid field path: {what}"),
             Self::DuplicateVariable(name) => write!(f, "field path `{name}` is bound twice"),
-            Self::DoubleWildcardNotLast => {
-                f.write_str("'**' must be the last segment of the template")
-            }
+            Self::SecondDoubleWildcard => f.write_str("a template may contain '**' only once"),
             Self::EmptyVerb => f.write_str("the verb after ':' is empty"),
             Self::InvalidVerb(c) => write!(f, "character {c:?} is not allowed in the verb"),
         }
@@ -260,7 +264,8 @@ enum Seg {
     Literal(Box<str>),
     /// `*`: exactly one non-empty segment.
     Single,
-    /// `**`: zero or more non-empty segments; always last.
+    /// `**`: zero or more non-empty segments; at most one per template, followed by a
+    /// fixed number of segments (often none).
     Rest,
 }
 
@@ -284,7 +289,7 @@ pub struct Variable {
     start: usize,
     /// Number of template segments it spans.
     len: usize,
-    /// Whether it ends with `**` (and so extends to the end of the path).
+    /// Whether it contains `**` (and so spans a variable number of segments).
     rest: bool,
 }
 
@@ -309,6 +314,8 @@ pub struct PathTemplate {
     variables: Vec<Variable>,
     /// Byte offset of the verb in `text` and its normalised form.
     verb: Option<(usize, Box<str>)>,
+    /// Index of the `**` segment, if there is one.
+    rest_at: Option<usize>,
 }
 
 impl PathTemplate {
@@ -444,9 +451,14 @@ impl<'a> Parser<'a> {
             // `parse_segments` stops only at the end or before a stray `}`.
             return Err(self.err(self.pos, K::UnmatchedCloseBrace));
         }
-        let last = self.segments.len() - 1;
-        if let Some(i) = self.segments[..last].iter().position(|s| *s == Seg::Rest) {
-            return Err(self.err(self.seg_pos[i], K::DoubleWildcardNotLast));
+        let rest_at = self.segments.iter().position(|s| *s == Seg::Rest);
+        if let Some(first) = rest_at {
+            if let Some(i) = self.segments[first + 1..]
+                .iter()
+                .position(|s| *s == Seg::Rest)
+            {
+                return Err(self.err(self.seg_pos[first + 1 + i], K::SecondDoubleWildcard));
+            }
         }
         for (i, var) in self.variables.iter().enumerate() {
             if self.variables[..i]
@@ -462,6 +474,7 @@ impl<'a> Parser<'a> {
             segments: self.segments,
             variables: self.variables,
             verb,
+            rest_at,
         })
     }
 
@@ -948,6 +961,13 @@ impl Literals {
         }
     }
 
+    fn is_empty(&self) -> bool {
+        match self {
+            Literals::Small(v) => v.is_empty(),
+            Literals::Map(m) => m.is_empty(),
+        }
+    }
+
     fn shrink(&mut self) {
         match self {
             Literals::Small(v) => v.shrink_to_fit(),
@@ -960,7 +980,8 @@ impl Literals {
 struct Node {
     literals: Literals,
     single: Option<usize>,
-    /// The `**` child; it only ever holds terminals.
+    /// The `**` child: terminals of templates ending at `**`, and children for the fixed
+    /// segments that follow it in others (`/a/**/b`); those never hold another `**`.
     rest: Option<usize>,
     /// Entry of the template ending here without a verb.
     end: Option<usize>,
@@ -1037,9 +1058,32 @@ impl Trie {
                 }
             }
         }
-        let r = n.rest?;
+        self.walk_rest(n.rest?, s, verb)
+    }
+
+    /// Matches `s` at the `**` child `r`: `**` takes the first j non-empty segments (j = 0,
+    /// 1, …) and a template continuing after it must match the remaining ones exactly. The
+    /// longest remainder is tried first, so a template with segments after `**` beats one
+    /// ending there (`/a/**/b` beats `/a/**` for `/a/x/b`), and a longer tail beats a
+    /// shorter one.
+    fn walk_rest(&self, r: usize, s: &str, verb: Option<&str>) -> Option<usize> {
+        let node = &self.nodes[r];
+        if node.single.is_some() || !node.literals.is_empty() {
+            let mut tail = s;
+            loop {
+                if let Some(e) = self.walk(r, Some(tail), verb) {
+                    return Some(e);
+                }
+                match tail.bytes().position(|b| b == b'/') {
+                    // `**` cannot take an empty segment, so no longer prefix can match.
+                    Some(0) => return None,
+                    Some(i) => tail = &tail[i + 1..],
+                    None => break,
+                }
+            }
+        }
         if all_segments_non_empty(s) {
-            self.nodes[r].terminal(verb)
+            node.terminal(verb)
         } else {
             None
         }
@@ -1323,18 +1367,35 @@ fn bind(
     mode: UnescapeMode,
 ) -> Result<Vec<(usize, String)>, MatchError> {
     let mut out = Vec::with_capacity(template.variables.len());
+    // Template segment index → path segment index: the same up to the `**`, which took
+    // `taken` path segments (zero or more), shifted by `taken - 1` after it.
+    let (rest_at, taken) = match template.rest_at {
+        Some(q) => {
+            let count = if body.is_empty() {
+                0
+            } else {
+                body.bytes().filter(|&b| b == b'/').count() + 1
+            };
+            (q, (count + 1).saturating_sub(template.segments.len()))
+        }
+        None => (usize::MAX, 1),
+    };
+    let to_path = |t: usize| {
+        if t <= rest_at {
+            t
+        } else {
+            t + taken - 1
+        }
+    };
     let mut cursor = SegCursor {
         body,
         idx: 0,
         pos: 0,
     };
     for (i, var) in template.variables.iter().enumerate() {
-        let begin = cursor.seek(var.start).min(body.len());
-        let end = if var.rest {
-            body.len()
-        } else {
-            cursor.seek(var.start + var.len) - 1
-        };
+        let begin = cursor.seek(to_path(var.start)).min(body.len());
+        // A variable over zero segments (`**` taking none) ends where it begins.
+        let end = cursor.seek(to_path(var.start + var.len)).saturating_sub(1);
         let raw = &body[begin..end.max(begin)];
         match decode(raw, mode, var.is_multi_segment()) {
             Some(value) => out.push((i, value)),
@@ -1413,6 +1474,9 @@ mod tests {
         check_parse("/v1/things:batchGet", "/v1/things:batchGet", &[], Some("batchGet"));
         check_parse("/v1/*:x", "/v1/*:x", &[], Some("x"));
         check_parse("/v1/**:x", "/v1/**:x", &[], Some("x"));
+        check_parse("/**/a", "/**/a", &[], None);
+        check_parse("/v1/{a=**}/b", "/v1/**/b", &["a"], None);
+        check_parse("/v1/{a=x/**/y/*}/{b}:v", "/v1/x/**/y/*/*:v", &["a", "b"], Some("v"));
         check_parse("/v1/a:b:c", "/v1/a:b:c", &[], Some("c"));
         check_parse("/v1/a:b/c", "/v1/a:b/c", &[], None);
         check_parse("/v1/{n=a:b}", "/v1/a:b", &["n"], None);
@@ -1452,10 +1516,9 @@ mod tests {
         check_reject("/v1/{a..b}", 7, "invalid field path: expected an identifier after '.'");
         check_reject("/v1/{a-b}", 6, "invalid field path: unexpected '-' (expected '.', '=' or '}')");
         check_reject("/v1/{a b}", 6, "invalid field path: unexpected ' ' (expected '.', '=' or '}')");
-        check_reject("/**/a", 1, "'**' must be the last segment of the template");
-        check_reject("/v1/{a=**}/b", 7, "'**' must be the last segment of the template");
-        check_reject("/v1/{a=**/b}", 7, "'**' must be the last segment of the template");
-        check_reject("/v1/**/**", 4, "'**' must be the last segment of the template");
+        check_reject("/v1/**/**", 7, "a template may contain '**' only once");
+        check_reject("/**/a/{b=**}", 9, "a template may contain '**' only once");
+        check_reject("/v1/{a=**}/{b=x/**}", 16, "a template may contain '**' only once");
         check_reject("/v1/***", 6, "a wildcard must be a whole segment, '*' or '**'");
         check_reject("/v1/*a", 5, "a wildcard must be a whole segment, '*' or '**'");
         check_reject("/v1/a*", 5, "a wildcard must be a whole segment, '*' or '**'");
@@ -1578,6 +1641,49 @@ mod tests {
         check(&m, "GET", "/a/b:root", RES, Found("/{all=**}:root", &[("all", "a/b")]));
         check(&m, "GET", "v1/shelves", RES, NotFound);
         check(&m, "GET", "", RES, NotFound);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn segments_after_a_double_wildcard() {
+        // Shapes from Envoy's path-matcher and grpc-gateway's pattern tests: a fixed tail
+        // after `**`, inside a variable or after it, with and without a verb.
+        let m = matcher(&[
+            ("GET", "/a/{x=b/**}/z"),
+            ("GET", "/a/{x=b/**}"),
+            ("GET", "/c/{x=*}/{y=d/**}/e:verb"),
+            ("GET", "/f/{x=g/*/**/y/z}/foo"),
+            ("GET", "/{x=**}/a/b"),
+            ("GET", "/alpha/{x=*}/beta/{y=**}/gamma"),
+            ("GET", "/t/**/*/lit"),
+            ("GET", "/t/**/*"),
+        ]);
+        check(&m, "GET", "/a/b/z", RES, Found("/a/{x=b/**}/z", &[("x", "b")]));
+        check(&m, "GET", "/a/b/c/d/z", RES, Found("/a/{x=b/**}/z", &[("x", "b/c/d")]));
+        // The template with a tail beats the one ending at `**`; without `z` only that one.
+        check(&m, "GET", "/a/b/c/d", RES, Found("/a/{x=b/**}", &[("x", "b/c/d")]));
+        check(&m, "GET", "/a/b/z/z", RES, Found("/a/{x=b/**}/z", &[("x", "b/z")]));
+        check(&m, "GET", "/c/1/d/e:verb", RES, Found("/c/{x=*}/{y=d/**}/e:verb", &[("x", "1"), ("y", "d")]));
+        check(&m, "GET", "/c/1/d/2/3/e:verb", RES, Found("/c/{x=*}/{y=d/**}/e:verb", &[("x", "1"), ("y", "d/2/3")]));
+        check(&m, "GET", "/c/1/d/2/e", RES, NotFound);
+        check(&m, "GET", "/f/g/1/y/z/foo", RES, Found("/f/{x=g/*/**/y/z}/foo", &[("x", "g/1/y/z")]));
+        check(&m, "GET", "/f/g/1/2/3/y/z/foo", RES, Found("/f/{x=g/*/**/y/z}/foo", &[("x", "g/1/2/3/y/z")]));
+        check(&m, "GET", "/f/g/1/y/foo", RES, NotFound);
+        check(&m, "GET", "/a/b", RES, Found("/a/{x=b/**}", &[("x", "b")]));
+        check(&m, "GET", "/p/q/a/b", RES, Found("/{x=**}/a/b", &[("x", "p/q")]));
+        check(&m, "GET", "/x/a/b", RES, Found("/{x=**}/a/b", &[("x", "x")]));
+        check(&m, "GET", "/alpha/1/beta/gamma", RES, Found("/alpha/{x=*}/beta/{y=**}/gamma", &[("x", "1"), ("y", "")]));
+        check(&m, "GET", "/alpha/1/beta/2/3/gamma", RES, Found("/alpha/{x=*}/beta/{y=**}/gamma", &[("x", "1"), ("y", "2/3")]));
+        check(&m, "GET", "/alpha/1/beta/2/3", RES, NotFound);
+        // The longer tail wins; `**` never takes an empty segment.
+        check(&m, "GET", "/t/1/2/lit", RES, Found("/t/**/*/lit", &[]));
+        check(&m, "GET", "/t/1/2/other", RES, Found("/t/**/*", &[]));
+        check(&m, "GET", "/t/x", RES, Found("/t/**/*", &[]));
+        check(&m, "GET", "/t//x", RES, NotFound);
+        check(&m, "GET", "/t/x/", RES, NotFound);
+        // Multi-segment values keep reserved escapes, as at the end of a template.
+        check(&m, "GET", "/a/b/c%2Fd/z", RES, Found("/a/{x=b/**}/z", &[("x", "b/c%2Fd")]));
+        check(&m, "GET", "/a/b/c%2Fd/z", ALL, Found("/a/{x=b/**}/z", &[("x", "b/c/d")]));
     }
 
     #[test]

@@ -323,7 +323,7 @@ async fn a_config_with_errors_does_not_start() {
 async fn a_gateway_built_from_yaml_serves_its_extra_bindings() {
     let backends = demo::start().await.expect("backends");
     let yaml = format!(
-        "grpc:\n  - name: library\n    url: {}\n    descriptors: [descriptors/library.binpb]\nroutes:\n  - grpc: library.v1.Library/GetBook\n    get: /v2/books/{{name=shelves/*/books/*}}\n",
+        "grpc:\n  - name: library\n    url: {}\n    descriptors: [descriptors/library.binpb]\nroutes:\n  - grpc: library.v1.Library/GetBook\n    get: /v2/books/{{name=shelves/*/books/*}}\n  - grpc: library.v1.Library/GetBook\n    get: /v3/{{name=shelves/**}}/details\n",
         backends.library_url()
     );
     let checked = config::check_str("gw.yaml", &yaml, &manifest_dir(), lookup);
@@ -332,4 +332,10 @@ async fn a_gateway_built_from_yaml_serves_its_extra_bindings() {
     let r = get(&gw.url("/v2/books/shelves/1/books/2")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["title"], "Stars Beneath the Ice");
+    // Segments after `**` (accepted by Envoy and grpc-gateway): `**` takes all but the tail.
+    let r = get(&gw.url("/v3/shelves/1/books/2/details")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["title"], "Stars Beneath the Ice");
+    let r = get(&gw.url("/v3/shelves/1/books/2")).await;
+    assert_eq!(r.status, 404, "{}", r.text());
 }
