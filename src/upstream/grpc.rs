@@ -352,6 +352,12 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Open an HTTP/2 (h2c) connection to `target`; its driver runs as a task of the current
 /// runtime until the connection closes.
+/// The largest response header or trailer block accepted from a backend. A gRPC error's
+/// trailers carry its message and `grpc-status-details-bin` (e.g. every violation of a
+/// `BadRequest`), so they can be large; with 16 KiB a NOT_FOUND quoting a long id became a
+/// 502. Envoy allows 60 KiB, grpc-go clients 16 MiB.
+const MAX_HEADER_LIST: u32 = 1024 * 1024;
+
 async fn connect(target: &Target, timeout: Duration) -> Result<Conn, String> {
     let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&target.address))
         .await
@@ -366,7 +372,7 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Conn, String> {
     let (sender, mut connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_header_list_size(16 * 1024)
+        .max_header_list_size(MAX_HEADER_LIST)
         .max_send_buffer_size(1024 * 1024)
         .enable_push(false)
         .handshake::<_, Bytes>(stream)

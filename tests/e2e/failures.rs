@@ -896,3 +896,18 @@ async fn a_client_that_sends_its_headers_too_slowly_is_disconnected() {
     let r = get(&d.url("/reviews/1")).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[tokio::test]
+async fn a_grpc_error_with_large_trailers_keeps_its_status() {
+    // The authors backend quotes the id in its NOT_FOUND message and details, so the
+    // trailers outgrow 16 KiB; the client must still read them, not call the backend down.
+    let demo = demo().await;
+    let id = "a".repeat(12_000);
+    let r = get(&demo.url(&format!("/v1/authors/{id}"))).await;
+    assert_eq!(r.status, 404, "{}", &r.text()[..r.text().len().min(300)]);
+    let body = r.json();
+    assert_eq!(body["code"], 5);
+    assert!(body["message"].as_str().is_some_and(|m| m.contains(&id)));
+    let r = get(&demo.url("/v1/authors/1")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
