@@ -112,22 +112,14 @@ pub fn find<'a>(
     uri: &http::Uri,
 ) -> Result<Target<'a>, Error> {
     let path = uri.path();
-    match table
-        .bindings
-        .find_for_method(method.as_str(), path, table.unescape)
-    {
-        Ok(Match::Found {
-            value, bindings, ..
-        }) => {
-            return Ok(Target::Grpc {
-                binding: value,
-                vars: bindings,
-            })
-        }
-        Ok(Match::NotFound | Match::MethodNotAllowed { .. }) => {}
-        Err(e) => {
-            let crate::transcode::template::MatchError::InvalidEncoding { variable } = &e;
-            return Err(Error::invalid(variable.clone(), e.to_string()));
+    if let Some(found) = find_binding(table, method.as_str(), path)? {
+        return Ok(found);
+    }
+    // HEAD is GET without the body (RFC 9110 §9.3.2; hyper leaves the body out): a path
+    // with a GET binding answers HEAD too, unless a binding names HEAD itself.
+    if method == http::Method::HEAD {
+        if let Some(found) = find_binding(table, "GET", path)? {
+            return Ok(found);
         }
     }
     if let Some(route) = table
@@ -142,7 +134,11 @@ pub fn find<'a>(
     }
     // Neither a binding for this method nor an HTTP route: a 405 when other methods have a
     // binding for the path (only worked out now, so proxied requests never pay for it).
-    let allowed = table.bindings.allowed_methods(method.as_str(), path);
+    let mut allowed = table.bindings.allowed_methods(method.as_str(), path);
+    if allowed.iter().any(|m| m == "GET") && !allowed.iter().any(|m| m == "HEAD") {
+        allowed.push("HEAD".to_owned());
+        allowed.sort_unstable();
+    }
     if allowed.is_empty() {
         Err(Error::NoRoute {
             method: method.to_string(),
@@ -154,6 +150,27 @@ pub fn find<'a>(
             path: path.to_string(),
             allowed,
         })
+    }
+}
+
+/// The binding of `method` for `path`, if any.
+fn find_binding<'a>(
+    table: &'a RouteTable,
+    method: &str,
+    path: &str,
+) -> Result<Option<Target<'a>>, Error> {
+    match table.bindings.find_for_method(method, path, table.unescape) {
+        Ok(Match::Found {
+            value, bindings, ..
+        }) => Ok(Some(Target::Grpc {
+            binding: value,
+            vars: bindings,
+        })),
+        Ok(Match::NotFound | Match::MethodNotAllowed { .. }) => Ok(None),
+        Err(e) => {
+            let crate::transcode::template::MatchError::InvalidEncoding { variable } = &e;
+            Err(Error::invalid(variable.clone(), e.to_string()))
+        }
     }
 }
 

@@ -613,12 +613,12 @@ async fn an_unknown_path_is_a_404_status_with_the_no_route_reason() {
 async fn a_known_path_with_another_method_is_a_405_listing_the_allowed_methods() {
     let d = demo().await;
     let cases = [
-        ("PUT", "/v1/shelves", &["GET", "POST"][..]),
-        ("PATCH", "/v1/shelves/1", &["DELETE", "GET"][..]),
+        ("PUT", "/v1/shelves", &["GET", "HEAD", "POST"][..]),
+        ("PATCH", "/v1/shelves/1", &["DELETE", "GET", "HEAD"][..]),
         (
             "POST",
             "/v1/shelves/1/books/1",
-            &["DELETE", "GET", "PATCH"][..],
+            &["DELETE", "GET", "HEAD", "PATCH"][..],
         ),
     ];
     for (method, path, allowed) in cases {

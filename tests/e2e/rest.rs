@@ -222,7 +222,7 @@ async fn an_unknown_custom_verb_never_reaches_the_publish_method() {
     let d = demo().await;
     let r = send_json("POST", &d.url("/v1/shelves/1/books/3:burn"), "{}").await;
     assert_eq!(r.status, 405, "{}", r.text());
-    assert_eq!(r.header("allow"), Some("DELETE, GET, PATCH"));
+    assert_eq!(r.header("allow"), Some("DELETE, GET, HEAD, PATCH"));
     assert_eq!(d.backends.library_backend.calls("PublishBook"), 0);
     assert_eq!(
         get(&d.url("/v1/shelves/1/books/3")).await.json()["state"],
@@ -1330,14 +1330,37 @@ async fn a_json_body_sent_as_text_plain_is_a_415() {
     }
 }
 
+/// HEAD is GET without the body (RFC 9110 §9.3.2): same status and headers, no body.
+#[tokio::test]
+async fn head_on_a_get_binding_answers_like_get_without_a_body() {
+    let d = demo().await;
+    let full = get(&d.url("/v1/shelves/1/books/1")).await;
+    assert_eq!(full.status, 200, "{}", full.text());
+    let head = send("HEAD", &d.url("/v1/shelves/1/books/1"), &[], "").await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty(), "{}", head.text());
+    assert_eq!(head.header("content-type"), Some("application/json"));
+    assert_eq!(
+        head.header("content-length"),
+        Some(full.body.len().to_string().as_str())
+    );
+    let missing = send("HEAD", &d.url("/v1/shelves/1/books/999"), &[], "").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.body.is_empty());
+    // A path without a GET binding is still a 405 for HEAD.
+    let r = send("HEAD", &d.url("/v1/shelves/1/books:import"), &[], "").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("POST"));
+}
+
 /// (method, path, Allow)
 #[tokio::test]
 async fn a_known_path_with_the_wrong_method_is_a_405_with_allow() {
     let d = demo().await;
     let cases = [
-        ("DELETE", "/v1/shelves", "GET, POST"),
-        ("PUT", "/v1/shelves/1/books/1", "DELETE, GET, PATCH"),
-        ("POST", "/v1/shelves/1/books/1/cover", "GET, PUT"),
+        ("DELETE", "/v1/shelves", "GET, HEAD, POST"),
+        ("PUT", "/v1/shelves/1/books/1", "DELETE, GET, HEAD, PATCH"),
+        ("POST", "/v1/shelves/1/books/1/cover", "GET, HEAD, PUT"),
         ("GET", "/v1/shelves/1/books:import", "POST"),
     ];
     for (method, path, allow) in cases {
