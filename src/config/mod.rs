@@ -103,6 +103,11 @@ pub struct TranscodingConfig {
     /// Accept (and drop) query parameters that name no field, instead of a 400.
     #[serde(default)]
     pub ignore_unknown_query_parameters: bool,
+    /// `+` in a query string is a space, as in HTML forms and grpc-gateway; `false` keeps it a
+    /// plus sign, as Envoy does by default (`?at=2024-01-01T10:00:00+01:00`). `%2B` is a plus
+    /// sign either way.
+    #[serde(default = "yes")]
+    pub query_unescape_plus: bool,
     /// How path variables are percent-decoded (Envoy's `url_unescape_spec`).
     #[serde(default)]
     pub url_unescape: UnescapeConfig,
@@ -125,6 +130,7 @@ impl Default for TranscodingConfig {
             emit_unpopulated: false,
             ignore_unknown_fields: false,
             ignore_unknown_query_parameters: false,
+            query_unescape_plus: true,
             url_unescape: UnescapeConfig::default(),
             stream_format: StreamFormatConfig::default(),
             auto_mapping: true,

@@ -20,6 +20,8 @@ pub struct Settings {
     pub max_body_bytes: u64,
     pub json: JsonOptions,
     pub ignore_unknown_query_parameters: bool,
+    /// `+` in a query string is a space (false: a plus sign, as in Envoy).
+    pub query_unescape_plus: bool,
     pub unescape: UnescapeMode,
     pub stream_format: StreamFormat,
     pub auto_mapping: bool,
@@ -375,6 +377,7 @@ pub fn validate_all(
             max_depth: config.limits.max_json_depth,
         },
         ignore_unknown_query_parameters: t.ignore_unknown_query_parameters,
+        query_unescape_plus: t.query_unescape_plus,
         unescape: match t.url_unescape {
             UnescapeConfig::AllCharactersExceptReserved => {
                 UnescapeMode::AllCharactersExceptReserved

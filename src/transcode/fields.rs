@@ -39,7 +39,8 @@
 //!
 //! # Query parameters
 //! Split on `&`, then on the first `=` (a bare `key` means an empty value); `+` is a space in
-//! names and values; then percent-decoding, which must yield UTF-8. Names are dotted field
+//! names and values (as in HTML forms and grpc-gateway; [`QueryOptions::keep_plus`] keeps it,
+//! as Envoy does by default); then percent-decoding, which must yield UTF-8. Names are dotted field
 //! paths, each segment a proto or JSON name. Repeated fields take one element per occurrence
 //! (`tag=a&tag=b`); a comma is *not* a separator (`tag=a,b` is the single element `"a,b"`).
 //! Map entries are `labels[color]=red` only (not `labels.color`); keys follow the key type's
@@ -248,10 +249,12 @@ fn parse_float(kind: &Kind, text: &str) -> Result<f64, String> {
     }
 }
 
+/// `true`/`false` in any case, `t`/`f`, `1`/`0`: what grpc-gateway's `strconv.ParseBool`
+/// takes, and more.
 fn parse_bool(text: &str) -> Result<bool, String> {
-    if text.eq_ignore_ascii_case("true") || text == "1" {
+    if text.eq_ignore_ascii_case("true") || text.eq_ignore_ascii_case("t") || text == "1" {
         Ok(true)
-    } else if text.eq_ignore_ascii_case("false") || text == "0" {
+    } else if text.eq_ignore_ascii_case("false") || text.eq_ignore_ascii_case("f") || text == "0" {
         Ok(false)
     } else {
         Err(format!(
@@ -528,11 +531,15 @@ pub fn set_from_str(
 pub struct QueryOptions {
     /// Skip parameters that name no field (and, with `body: "*"`, all parameters).
     pub ignore_unknown: bool,
+    /// Keep `+` as a plus sign instead of reading it as a space (Envoy's default,
+    /// `query_param_unescape_plus: false`; config `transcoding.query_unescape_plus: false`).
+    pub keep_plus: bool,
 }
 
-/// `+` is a space, then percent-decoding; `Err` carries the lossy text if not UTF-8.
-fn decode_component(raw: &str) -> Result<String, String> {
-    let spaced: Cow<'_, str> = if raw.contains('+') {
+/// `+` is a space (unless `keep_plus`), then percent-decoding; `Err` carries the lossy text
+/// if not UTF-8.
+fn decode_component(raw: &str, keep_plus: bool) -> Result<String, String> {
+    let spaced: Cow<'_, str> = if !keep_plus && raw.contains('+') {
         Cow::Owned(raw.replace('+', " "))
     } else {
         Cow::Borrowed(raw)
@@ -578,14 +585,14 @@ pub fn apply_query(
     let mut seen: HashSet<String> = HashSet::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = decode_component(raw_name).map_err(|lossy| {
+        let name = decode_component(raw_name, opts.keep_plus).map_err(|lossy| {
             FieldError::new(
                 lossy,
                 "query parameter name is not valid UTF-8 after percent-decoding",
             )
         })?;
         let err = |reason: String| FieldError::new(name.as_str(), reason);
-        let value = decode_component(raw_value).map_err(|_| {
+        let value = decode_component(raw_value, opts.keep_plus).map_err(|_| {
             err("query parameter value is not valid UTF-8 after percent-decoding".to_owned())
         })?;
         if body_is_whole {
@@ -967,7 +974,10 @@ mod tests {
         check_set("scalars.f_bool", "1", Ok(r#"{"scalars":{"fBool":true}}"#));
         check_set("scalars.f_bool", "False", Ok(r#"{"scalars":{}}"#));
         check_set("scalars.f_bool", "0", Ok(r#"{"scalars":{}}"#));
+        check_set("scalars.f_bool", "t", Ok(r#"{"scalars":{"fBool":true}}"#));
+        check_set("scalars.f_bool", "F", Ok(r#"{"scalars":{}}"#));
         check_set("scalars.f_bool", "yes", Err("\"yes\" is not a valid bool: expected true or false (or 1 or 0)"));
+        check_set("scalars.f_bool", "tr", Err("not a valid bool"));
         check_set("scalars.f_bool", "", Err("not a valid bool"));
         check_set("scalars.f_bytes", "aGk=", Ok(r#"{"scalars":{"fBytes":"aGk="}}"#));
         check_set("scalars.f_bytes", "aGk", Ok(r#"{"scalars":{"fBytes":"aGk="}}"#));
@@ -1034,6 +1044,7 @@ mod tests {
         let mut msg = DynamicMessage::new(req());
         let opts = QueryOptions {
             ignore_unknown: ignore,
+            keep_plus: false,
         };
         match (apply_query(&mut msg, query, &bound, whole, opts), want) {
             (Ok(()), Ok(w)) => assert_json(&msg, w, query),

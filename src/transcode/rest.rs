@@ -466,6 +466,7 @@ fn bind_path_and_query(
         matches!(binding.body, BodyBinding::Whole),
         QueryOptions {
             ignore_unknown: settings.ignore_unknown_query_parameters,
+            keep_plus: !settings.query_unescape_plus,
         },
     )?;
     Ok(())
@@ -492,6 +493,7 @@ fn client_stream(
         true,
         QueryOptions {
             ignore_unknown: settings.ignore_unknown_query_parameters,
+            keep_plus: !settings.query_unescape_plus,
         },
     )?;
     let options = settings.json.clone();

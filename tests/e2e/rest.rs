@@ -428,6 +428,20 @@ async fn bad_query_parameters_are_400s_naming_the_parameter_and_never_reach_the_
     assert_still_serving(&d).await;
 }
 
+/// `+` is a space by default (HTML forms, grpc-gateway); `query_unescape_plus: false` keeps
+/// it a plus sign, as Envoy does, so an RFC 3339 offset can be sent unescaped.
+#[tokio::test]
+async fn a_plus_in_the_query_is_a_space_unless_configured_to_stay_a_plus() {
+    let query = "/v1/shelves/1/books?published_after=2023-11-14T23:17:00+01:00";
+    let d = demo().await;
+    let r = get(&d.url(query)).await;
+    assert_bad_request(&r, "published_after", "2023-11-14T23:17:00 01:00");
+    let d = demo_with(|c| c.transcoding.query_unescape_plus = false).await;
+    let r = get(&d.url(query)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(titles(&r.json()), ["Stars Beneath the Ice"]);
+}
+
 #[tokio::test]
 async fn ignore_unknown_query_parameters_skips_only_unknown_names() {
     let d = demo_with(|c| c.transcoding.ignore_unknown_query_parameters = true).await;
