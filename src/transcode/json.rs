@@ -415,7 +415,7 @@ fn prepare<'b>(
             Some((b'{', "a JSON object"))
         }
         Ctx::List(_) => Some((b'[', "a JSON array")),
-        Ctx::Scalar(_) | Ctx::Timestamp | Ctx::Duration | Ctx::Other => None,
+        Ctx::Scalar(_) | Ctx::Timestamp | Ctx::Duration | Ctx::NullValue | Ctx::Other => None,
     };
     if let Some((want, want_name)) = expected {
         let found = match first {
@@ -541,6 +541,8 @@ enum Ctx {
     /// The entries of an `Any` object, replayed `@type` first: then the fields of the payload
     /// type, or `value` for a type with a special JSON form (`None`: unknown type).
     AnyBody(Option<MessageDescriptor>),
+    /// A `google.protobuf.NullValue` enum field: `null`, or its one value by name or number.
+    NullValue,
     /// Anything else (strings, bools, bytes, Struct, Value, FieldMask...).
     Other,
 }
@@ -588,7 +590,7 @@ impl Ctx {
                     None => Ctx::Message(m.clone()),
                 },
             },
-            Kind::Enum(e) if e.full_name() == "google.protobuf.NullValue" => Ctx::Other,
+            Kind::Enum(e) if e.full_name() == "google.protobuf.NullValue" => Ctx::NullValue,
             Kind::String | Kind::Bytes | Kind::Bool => Ctx::Other,
             k => Ctx::Scalar(k.clone()),
         }
@@ -832,7 +834,17 @@ impl<V> GuardVisitor<'_, V> {
 
     fn scalar_text(&self, kind: &Kind, s: &str) -> Result<Option<Number>, String> {
         if let Kind::Enum(e) = kind {
-            if e.get_value_by_name(s).is_none() && self.shared.deny_unknown {
+            if e.get_value_by_name(s).is_some() {
+                return Ok(None);
+            }
+            // A number in a string (`"2"`), as protobuf's own JSON parsers take it.
+            let digits = s.strip_prefix('-').unwrap_or(s);
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                if let Ok(n) = s.parse::<i32>() {
+                    return Ok(Some(Number::Int(n.into())));
+                }
+            }
+            if self.shared.deny_unknown {
                 return Err(format!(
                     "unknown value \"{s}\" for enum `{}` (expected one of {} or a number)",
                     e.full_name(),
@@ -908,6 +920,10 @@ macro_rules! visit_int {
     ($($method:ident: $ty:ty),*) => {$(
         fn $method<E: de::Error>(self, v: $ty) -> Result<V::Value, E> {
             self.check_int(i128::from(v))?;
+            if matches!(self.ctx, Ctx::NullValue) && i128::from(v) == 0 {
+                // `NULL_VALUE` by number, as for any enum; prost-reflect only takes `null`.
+                return self.inner.visit_unit();
+            }
             self.inner.$method(v)
         }
     )*};
@@ -2672,6 +2688,12 @@ mod tests {
             ("Scalars", r#"{"fEnum": "FICTION"}"#, Ok(r#"{"fEnum":"FICTION"}"#)),
             ("Scalars", r#"{"fEnum": 0}"#, Ok("{}")),
             ("Scalars", r#"{"fEnum": 1}"#, Ok(r#"{"fEnum":"FICTION"}"#)),
+            ("Scalars", r#"{"fEnum": "2"}"#, Ok(r#"{"fEnum":"SCIENCE"}"#)),
+            ("Scalars", r#"{"fEnum": "-7"}"#, Ok(r#"{"fEnum":-7}"#)),
+            ("Scalars", r#"{"rEnum": ["1", "FICTION"]}"#, Ok(r#"{"rEnum":["FICTION","FICTION"]}"#)),
+            ("Scalars", r#"{"fEnum": "+1"}"#, Err(("fEnum", "unknown value \"+1\""))),
+            ("Scalars", r#"{"fEnum": "1.0"}"#, Err(("fEnum", "unknown value \"1.0\""))),
+            ("Scalars", r#"{"fEnum": "2147483648"}"#, Err(("fEnum", "unknown value"))),
             ("Scalars", r#"{"fEnum": 123}"#, Ok(r#"{"fEnum":123}"#)),
             ("Scalars", r#"{"fEnum": -7}"#, Ok(r#"{"fEnum":-7}"#)),
             ("Scalars", r#"{"fEnum": FICTION}"#, Err(("", "malformed JSON"))),
@@ -2724,6 +2746,9 @@ mod tests {
             ("Conformance", r#"{"optionalNullValue": "NULL_VALUE"}"#, Ok("{}")),
             ("Conformance", r#"{"oneofNullValue": null}"#, Ok(r#"{"oneofNullValue":null}"#)),
             ("Conformance", r#"{"oneofNullValue": "NULL_VALUE"}"#, Ok(r#"{"oneofNullValue":null}"#)),
+            ("Conformance", r#"{"optionalNullValue": 0}"#, Ok("{}")),
+            ("Conformance", r#"{"oneofNullValue": 0}"#, Ok(r#"{"oneofNullValue":null}"#)),
+            ("Conformance", r#"{"oneofNullValue": 1}"#, Err(("oneofNullValue", ""))),
             ("Conformance", r#"{"oneofUint32": 1, "oneofString": "test"}"#, Err(("oneofString", "`oneofUint32` and `oneofString` are both set"))),
             ("Conformance", r#"{"oneofString": "test", "oneofUint32": 1}"#, Err(("oneofUint32", "are both set"))),
             ("Conformance", r#"{"oneofUint32": null, "oneofString": "test"}"#, Ok(r#"{"oneofString":"test"}"#)),
