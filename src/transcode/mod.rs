@@ -4,8 +4,10 @@
 //! - [`json`]: proto3 JSON mapping both ways (through prost-reflect);
 //! - [`fields`]: path variables, query parameters, `body` and `response_body` bindings;
 //! - [`rest`]: one REST call of a matched binding, request to response;
+//! - [`body_stream`]: a streamed request body split into its messages (NDJSON or an array);
 //! - [`wire`]: gRPC reply bytes straight to proto3 JSON, through a plan compiled per reply type.
 
+pub mod body_stream;
 pub mod encode;
 pub mod fields;
 pub mod json;

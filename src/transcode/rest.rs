@@ -8,13 +8,14 @@
 //! Binding precedence: the body is bound first, then path variables, so a path value
 //! overrides the same field sent in the body; query parameters may not name fields bound by
 //! the path or the body (400), and with `body: "*"` no query parameter is accepted at all.
-//! Client-streaming methods read an NDJSON body: one request message per line, each sent
-//! upstream as soon as its line is complete, with the path variables applied to every message;
-//! as with `body: "*"`, no query parameter is accepted, and errors name the line as sent.
+//! Client-streaming methods read an NDJSON body (one request message per line) or a JSON
+//! array of messages ([`body_stream`]), each sent upstream as soon as it is complete, with the
+//! path variables applied to every message; as with `body: "*"`, no query parameter is
+//! accepted, and errors name the line (or array element) as sent.
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{FutureExt, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -25,6 +26,7 @@ use crate::config::validate::{Settings, StreamFormat};
 use crate::error::Error;
 use crate::request::{body_from, full_body, Body, Request, Response};
 use crate::router::Binding;
+use crate::transcode::body_stream;
 use crate::transcode::fields::{self, BodyBinding, FieldPath, QueryOptions};
 use crate::transcode::json::{self, FieldError};
 use crate::transcode::wire::{self, ReplyError, ReplyPlan};
@@ -499,11 +501,11 @@ fn client_stream(
     let options = settings.json.clone();
     let input = binding.method.descriptor.input();
     let path_fields = binding.path_fields.clone();
-    Ok(ndjson_lines(request.body)
-        .map(move |line| {
-            let (line_no, line) = line?;
-            let mut message = json::decode_message(&input, &line, &options)
-                .map_err(|e| Error::invalid(e.field, format!("line {line_no}: {}", e.reason)))?;
+    Ok(body_stream::messages(request.body)
+        .map(move |item| {
+            let (place, text) = item?;
+            let mut message = json::decode_message(&input, &text, &options)
+                .map_err(|e| Error::invalid(e.field, format!("{place}: {}", e.reason)))?;
             for (index, value) in &vars {
                 if let Some(path) = path_fields.get(*index) {
                     fields::set_from_str(&mut message, path, value)?;
@@ -512,65 +514,6 @@ fn client_stream(
             Ok(Bytes::from(crate::transcode::encode::encode(&message)))
         })
         .boxed())
-}
-
-/// Split a streaming body into its non-blank lines, each with its 1-based line number in the
-/// body (blank lines count, so errors name the line the client sees in its file). Ends after
-/// the first body error.
-fn ndjson_lines(body: Body) -> BoxStream<'static, Result<(usize, Bytes), Error>> {
-    struct Lines {
-        body: Body,
-        buffer: BytesMut,
-        /// Number of the line at the start of `buffer`.
-        line_no: usize,
-        done: bool,
-    }
-    let state = Lines {
-        body,
-        buffer: BytesMut::new(),
-        line_no: 1,
-        done: false,
-    };
-    stream::unfold(Some(state), |state| async move {
-        let mut s = state?;
-        loop {
-            if let Some(pos) = s.buffer.iter().position(|&b| b == b'\n') {
-                let line = trim_line(s.buffer.split_to(pos + 1).freeze());
-                let line_no = s.line_no;
-                s.line_no += 1;
-                if line.is_empty() {
-                    continue;
-                }
-                return Some((Ok((line_no, line)), Some(s)));
-            }
-            if s.done {
-                let rest = trim_line(s.buffer.split().freeze());
-                return (!rest.is_empty()).then(|| (Ok((s.line_no, rest)), None));
-            }
-            match s.body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        s.buffer.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(e)) => return Some((Err(body_error(e)), None)),
-                None => s.done = true,
-            }
-        }
-    })
-    .boxed()
-}
-
-fn trim_line(line: Bytes) -> Bytes {
-    let start = line
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(line.len());
-    let end = line
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    line.slice(start..end.max(start))
 }
 
 /// How a server stream is written.

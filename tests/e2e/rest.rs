@@ -780,6 +780,64 @@ async fn client_streaming_import_with_a_bad_line_is_a_400_naming_the_line() {
     assert_still_serving(&d).await;
 }
 
+/// Envoy's transcoder takes a client stream as one JSON array; its elements are forwarded
+/// one by one, like NDJSON lines.
+#[tokio::test]
+async fn client_streaming_import_also_reads_a_json_array_of_messages() {
+    let d = demo().await;
+    let body = "[{\"book\": {\"title\": \"One, [really]\"}},\n {\"book\": {\"title\": \"Two\"}, \"bookId\": \"two\"}]\n";
+    let r = send(
+        "POST",
+        &d.url("/v1/shelves/2/books:import"),
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"importedCount": 2, "names": ["shelves/2/books/3", "shelves/2/books/two"]})
+    );
+    assert_eq!(
+        get(&d.url("/v1/shelves/2/books/3")).await.json()["title"],
+        "One, [really]"
+    );
+    let cases = [
+        (
+            "[{\"book\": {}}, {\"book\": {\"title\": 5}}]",
+            "book.title",
+            "array element 2",
+        ),
+        (
+            "[{\"book\": {}}, ]",
+            "",
+            "array element 2: malformed JSON array: an element is missing",
+        ),
+        (
+            "[{\"book\": {}}, {}",
+            "",
+            "array element 2: malformed JSON array: the body ends before",
+        ),
+        ("[{\"book\": {}}] {}", "", "after the closing ']'"),
+        (
+            "[[]]",
+            "",
+            "array element 1: the request body must be a JSON object",
+        ),
+    ];
+    for (body, field, part) in cases {
+        let r = send(
+            "POST",
+            &d.url("/v1/shelves/1/books:import"),
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await;
+        assert_bad_request(&r, field, part);
+    }
+    assert_still_serving(&d).await;
+}
+
 #[tokio::test]
 async fn client_streaming_import_refuses_a_non_ndjson_content_type() {
     let d = demo().await;
