@@ -12,11 +12,17 @@
 //! map entries, unknown fields and extensions), which the differential tests
 //! below check. A value whose variant does not match its field's kind, which
 //! prost-reflect's encoder panics on, is written as its own variant's type.
+//!
+//! One deliberate difference: `-0.0` in a float or double field without presence (and as a
+//! map value) is written. prost-reflect compares with `==`, finds it equal to the default
+//! and leaves it out, so the backend would read `0.0`; protobuf's C++, Java, Go and Python
+//! encoders compare bits and write it, and the proto3 JSON mapping keeps the sign.
 
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost_reflect::{
     DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MapKey, UnknownField, Value,
 };
+use std::borrow::Cow;
 use std::iter::Peekable;
 
 /// Encodes `msg` to protobuf wire bytes, byte for byte as
@@ -79,13 +85,65 @@ enum Entry<'a> {
 fn for_each_entry<'a>(msg: &'a DynamicMessage, mut f: impl FnMut(Entry<'a>)) {
     let mut unknowns = msg.unknown_fields().peekable();
     let mut extensions = msg.extensions().peekable();
+    let mut zeros = negative_zeros(msg).into_iter().peekable();
     // `fields()` yields exactly the fields that `has_field`, i.e. those that
-    // prost-reflect does not skip as an implicit-presence default.
+    // prost-reflect does not skip as an implicit-presence default; `-0.0` is
+    // such a default to it, so those fields come from `zeros`, merged in.
     for (field, value) in msg.fields() {
+        while let Some((zero, value)) = zeros.next_if(|(z, _)| z.number() < field.number()) {
+            emit_before(Some(zero.number()), &mut unknowns, &mut extensions, &mut f);
+            f(Entry::Field(zero, value));
+        }
         emit_before(Some(field.number()), &mut unknowns, &mut extensions, &mut f);
         f(Entry::Field(field, value));
     }
+    for (zero, value) in zeros {
+        emit_before(Some(zero.number()), &mut unknowns, &mut extensions, &mut f);
+        f(Entry::Field(zero, value));
+    }
     emit_before(None, &mut unknowns, &mut extensions, &mut f);
+}
+
+/// Whether `value` is a float or double `-0.0`.
+pub(crate) fn is_negative_zero(value: &Value) -> bool {
+    match value {
+        Value::F64(v) => *v == 0.0 && v.is_sign_negative(),
+        Value::F32(v) => *v == 0.0 && v.is_sign_negative(),
+        _ => false,
+    }
+}
+
+/// The singular float and double fields without presence that hold `-0.0` (which
+/// `fields()` leaves out), in number order. Reads the descriptor's field list without
+/// building a descriptor per field, so a message without such fields costs a short scan;
+/// the result is almost always empty (no allocation).
+pub(crate) fn negative_zeros(msg: &DynamicMessage) -> Vec<(FieldDescriptor, &Value)> {
+    use prost_reflect::ReflectMessage as _;
+    use prost_types::field_descriptor_proto::{Label, Type};
+    let desc = msg.descriptor();
+    let mut out = Vec::new();
+    for proto in &desc.descriptor_proto().field {
+        if !matches!(proto.r#type(), Type::Double | Type::Float) || proto.label() == Label::Repeated
+        {
+            continue;
+        }
+        let Some(field) = u32::try_from(proto.number())
+            .ok()
+            .and_then(|n| desc.get_field(n))
+        else {
+            continue;
+        };
+        if field.supports_presence() {
+            continue;
+        }
+        if let Cow::Borrowed(value) = msg.get_field(&field) {
+            if is_negative_zero(value) {
+                out.push((field, value));
+            }
+        }
+    }
+    out.sort_by_key(|(field, _)| field.number());
+    out
 }
 
 /// Emits the pending unknown fields and extensions numbered below `bound`
@@ -419,7 +477,7 @@ impl MapEntry {
     }
 
     fn has_value(&self, value: &Value) -> bool {
-        self.value_default.as_ref() != Some(value)
+        self.value_default.as_ref() != Some(value) || is_negative_zero(value)
     }
 }
 
@@ -737,10 +795,52 @@ mod tests {
         }
     }
 
+    /// Makes `0.0` of every `-0.0` that prost-reflect leaves out and `encode` writes (see
+    /// `negative_zeros`), so that both leave it out; `negative_zero_is_written_…` covers them.
+    fn without_negative_zeros(msg: &mut DynamicMessage) {
+        for (field, _) in negative_zeros(&msg.clone()) {
+            let zero = match field.kind() {
+                Kind::Float => Value::F32(0.0),
+                _ => Value::F64(0.0),
+            };
+            msg.set_field(&field, zero);
+        }
+        for (field, value) in msg.fields_mut() {
+            let implicit_values = field.is_map()
+                && field
+                    .kind()
+                    .as_message()
+                    .is_some_and(|entry| !entry.map_entry_value_field().supports_presence());
+            match value {
+                Value::Message(m) => without_negative_zeros(m),
+                Value::List(values) => {
+                    for value in values {
+                        if let Value::Message(m) = value {
+                            without_negative_zeros(m);
+                        }
+                    }
+                }
+                Value::Map(map) => {
+                    for value in map.values_mut() {
+                        match value {
+                            Value::F64(v) if implicit_values && *v == 0.0 => *v = 0.0,
+                            Value::F32(v) if implicit_values && *v == 0.0 => *v = 0.0,
+                            Value::Message(m) => without_negative_zeros(m),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     #[track_caller]
     fn assert_same_bytes(msg: &DynamicMessage) {
         let expected = msg.encode_to_vec();
-        let got = encode(msg);
+        let mut normalized = msg.clone();
+        without_negative_zeros(&mut normalized);
+        let got = encode(&normalized);
         if got != expected {
             // Not `{msg:?}`: the Debug of a recursive message type recurses
             // through its descriptor forever.
@@ -825,11 +925,46 @@ mod tests {
     }
 
     #[test]
+    fn negative_zero_is_written_where_prost_reflect_drops_it() {
+        let pool = local_pool();
+        let mut p3 = DynamicMessage::new(message(pool, "enc.p3.P3"));
+        p3.set_field_by_name("f", Value::F32(-0.0));
+        p3.set_field_by_name("d", Value::F64(-0.0));
+        p3.set_field_by_name("e", Value::EnumNumber(1));
+        p3.set_field_by_name(
+            "md",
+            Value::Map([(MapKey::I32(1), Value::F64(-0.0))].into()),
+        );
+        let mut child = DynamicMessage::new(p3.descriptor());
+        child.set_field_by_name("d", Value::F64(-0.0));
+        p3.set_field_by_name("child", Value::Message(child));
+        let bytes = encode(&p3);
+        // Fields in number order: md (15), e (19), d (20), f (21), child (23).
+        let mut want = vec![0x7a, 11, 0x08, 0x02, 0x11];
+        want.extend((-0.0f64).to_le_bytes());
+        want.extend([0x98, 0x01, 0x01, 0xa1, 0x01]);
+        want.extend((-0.0f64).to_le_bytes());
+        want.extend([0xad, 0x01]);
+        want.extend((-0.0f32).to_le_bytes());
+        want.extend([0xba, 0x01, 10, 0xa1, 0x01]);
+        want.extend((-0.0f64).to_le_bytes());
+        assert_eq!(bytes, want);
+        let back = DynamicMessage::decode(p3.descriptor(), bytes.as_slice()).unwrap();
+        let d = back.get_field_by_name("d").unwrap().as_f64().unwrap();
+        assert!(d == 0.0 && d.is_sign_negative());
+        // Positive zero is still the default and left out.
+        let mut p3 = DynamicMessage::new(message(pool, "enc.p3.P3"));
+        p3.set_field_by_name("d", Value::F64(0.0));
+        p3.set_field_by_name("md", Value::Map([(MapKey::I32(1), Value::F64(0.0))].into()));
+        assert_eq!(encode(&p3), [0x7a, 2, 0x08, 0x02]);
+    }
+
+    #[test]
     fn implicit_defaults_are_skipped_but_explicit_presence_defaults_are_written() {
         let pool = local_pool();
         let mut p3 = DynamicMessage::new(message(pool, "enc.p3.P3"));
         p3.set_field_by_name("e", Value::EnumNumber(0));
-        p3.set_field_by_name("d", Value::F64(-0.0));
+        p3.set_field_by_name("d", Value::F64(0.0));
         p3.set_field_by_name("raw", Value::Bytes(Default::default()));
         p3.set_field_by_name("unpacked", Value::List(vec![]));
         p3.set_field_by_name("opt", Value::I32(0));

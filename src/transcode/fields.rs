@@ -68,6 +68,7 @@ use prost_reflect::{
     DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage, Value,
 };
 
+use super::encode;
 use super::json::{self, enum_names, int_range, kind_name, out_of_range, FieldError, JsonOptions};
 
 const HTTP_BODY: &str = "google.api.HttpBody";
@@ -740,7 +741,12 @@ pub fn bind_body(
                 return fill_http_body(msg, content_type, body);
             }
             let mut decoded = json::decode_message(&desc, body, opts)?;
-            for (field, value) in decoded.take_fields() {
+            // `take_fields` skips a `-0.0` (equal to the default), which is kept (see `encode`).
+            let zeros: Vec<_> = encode::negative_zeros(&decoded)
+                .into_iter()
+                .map(|(field, value)| (field, value.clone()))
+                .collect();
+            for (field, value) in decoded.take_fields().chain(zeros) {
                 msg.set_field(&field, value);
             }
             for (ext, value) in decoded.take_extensions() {
@@ -1187,6 +1193,42 @@ mod tests {
         set_from_str(&mut msg, &path("page_size"), "3").unwrap();
         bind_body(&mut msg, &BodyBinding::Whole, None, br#"{"name":"b"}"#, &JsonOptions::default()).unwrap();
         assert_json(&msg, r#"{"pageSize":3,"name":"b"}"#, "merge keeps fields absent from the body");
+    }
+
+    #[test]
+    fn negative_zero_in_a_body_reaches_the_wire() {
+        let opts = JsonOptions::default();
+        let negative_zero = |msg: &DynamicMessage, field: &str| {
+            let bytes = encode::encode(msg);
+            let back = DynamicMessage::decode(msg.descriptor(), bytes.as_slice()).unwrap();
+            let v = back.get_field_by_name(field).unwrap().as_f64().unwrap();
+            v == 0.0 && v.is_sign_negative()
+        };
+        let mut msg = DynamicMessage::new(desc("Scalars"));
+        bind_body(
+            &mut msg,
+            &BodyBinding::Whole,
+            None,
+            br#"{"fDouble": -0.0}"#,
+            &opts,
+        )
+        .unwrap();
+        assert!(negative_zero(&msg, "f_double"));
+        let mut msg = DynamicMessage::new(req());
+        let field = BodyBinding::Field(path("scalars.f_double"));
+        bind_body(&mut msg, &field, None, b"-0", &opts).unwrap();
+        let scalars = msg.get_field_by_name("scalars").unwrap();
+        assert!(negative_zero(scalars.as_message().unwrap(), "f_double"));
+        let mut msg = DynamicMessage::new(desc("Scalars"));
+        bind_body(
+            &mut msg,
+            &BodyBinding::Whole,
+            None,
+            br#"{"fDouble": 0.0}"#,
+            &opts,
+        )
+        .unwrap();
+        assert!(encode::encode(&msg).is_empty());
     }
 
     #[test]

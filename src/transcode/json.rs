@@ -225,6 +225,12 @@ pub fn decode_field_value(
     if shared.empty_any.get() {
         clear_empty_anys(&mut parent);
     }
+    // `-0.0` is kept although it compares equal to the default (see `encode`); `take_field`
+    // would drop it.
+    let value = parent.get_field(field);
+    if crate::transcode::encode::is_negative_zero(&value) {
+        return Ok(Some(value.into_owned()));
+    }
     Ok(parent.take_field(field))
 }
 
