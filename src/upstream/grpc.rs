@@ -237,12 +237,16 @@ impl GrpcUpstream {
             Err(error) => return Err(taken(&request_stream).unwrap_or(error)),
         };
         let (parts, body) = response.into_parts();
-        // Trailers-only answers carry the status in the headers.
+        // Trailers-only answers carry the status in the headers. With OK it is a call that
+        // ended without a message: an empty server stream, as grpc-go, C++, Java and Python
+        // servers send it; the metadata in it counts as trailers.
+        let mut trailers_only = None;
         if parts.headers.contains_key(GRPC_STATUS) {
             if let Some(status) = parse_status(parts.headers.clone()) {
                 if status.code != Code::Ok || !is_grpc(&parts.headers) {
                     return Err(taken(&request_stream).unwrap_or_else(|| status.into_error()));
                 }
+                trailers_only = Some(status.trailers);
             }
         }
         if !is_grpc(&parts.headers) {
@@ -257,14 +261,18 @@ impl GrpcUpstream {
         }
         let mut headers = parts.headers;
         strip_reserved(&mut headers);
+        let (headers, trailers, done) = match trailers_only {
+            Some(trailers) => (HeaderMap::new(), trailers, true),
+            None => (headers, HeaderMap::new(), false),
+        };
         Ok(GrpcReply {
             headers,
             messages: Messages {
                 upstream: self.name.clone(),
                 body,
                 buffer: BytesMut::new(),
-                trailers: HeaderMap::new(),
-                done: false,
+                trailers,
+                done,
                 deadline,
                 max_message_bytes: self.max_message_bytes,
                 request_stream,

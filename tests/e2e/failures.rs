@@ -375,6 +375,39 @@ async fn a_stream_failing_in_the_trailers_before_any_message_is_a_plain_error_re
     }
 }
 
+/// A gRPC upstream whose every answer is Trailers-Only: one HEADERS frame with the status and
+/// END_STREAM, as grpc-go, C++, Java and Python servers end a stream without messages.
+async fn trailers_only_server(status: &'static str) -> FakeHttp {
+    FakeHttp::spawn(axum::Router::new().fallback(move || async move {
+        http::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", status)
+            .header("x-shelf-state", "quiet")
+            .body(axum::body::Body::empty())
+            .expect("response")
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn a_trailers_only_ok_is_an_empty_stream_and_a_trailers_only_error_its_status() {
+    let server = trailers_only_server("0").await;
+    let gw = library_gateway(&server.url("")).await;
+    let r = get(&gw.url("/v1/shelves/1:watch")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+    assert!(r.body.is_empty(), "{}", r.text());
+    // A unary call still needs its one message.
+    let r = get(&gw.url("/v1/shelves/1/books/1")).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+
+    let server = trailers_only_server("7").await;
+    let gw = library_gateway(&server.url("")).await;
+    let r = get(&gw.url("/v1/shelves/1:watch")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["code"], 7);
+}
+
 #[tokio::test]
 async fn calls_go_round_robin_over_a_backends_urls_skipping_one_that_is_down() {
     let first = omnigate::demo::start().await.expect("backends");
