@@ -118,6 +118,8 @@ pub struct UpstreamStatus {
     pub details_bin: Option<bytes::Bytes>,
     /// Trailing metadata (already filtered of reserved `grpc-*` keys), for `Grpc-Trailer-*`.
     pub trailers: http::HeaderMap,
+    /// Response metadata the backend sent before the error, for `Grpc-Metadata-*`.
+    pub headers: http::HeaderMap,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -141,9 +141,15 @@ pub fn render_error(error: &Error) -> crate::request::Response {
         }
     }
     if let Error::UpstreamStatus(status) = error {
-        for (name, value) in &status.trailers {
-            if let Ok(name) = HeaderName::from_bytes(format!("grpc-trailer-{name}").as_bytes()) {
-                response.headers_mut().append(name, value.clone());
+        let metadata = [
+            ("grpc-metadata-", &status.headers),
+            ("grpc-trailer-", &status.trailers),
+        ];
+        for (prefix, map) in metadata {
+            for (name, value) in map {
+                if let Ok(name) = HeaderName::from_bytes(format!("{prefix}{name}").as_bytes()) {
+                    response.headers_mut().append(name, value.clone());
+                }
             }
         }
     }

@@ -86,9 +86,11 @@ pub async fn call(
     prefixed(&mut headers, "grpc-metadata-", &reply.headers);
     let output = method.descriptor.output();
     let mut messages = reply.messages;
+    // A status that follows the response headers is answered with their metadata too.
+    let failed = |error: Error| with_metadata(with_details(error, pool), &reply.headers);
 
     if !method.descriptor.is_server_streaming() {
-        let first = messages.next().await.map_err(|e| with_details(e, pool))?;
+        let first = messages.next().await.map_err(failed)?;
         let Some(bytes) = first else {
             return Err(Error::UpstreamProtocol {
                 upstream: method.upstream.name().to_string(),
@@ -96,12 +98,7 @@ pub async fn call(
             });
         };
         // Drain to the trailers (a unary answer has exactly one message).
-        if messages
-            .next()
-            .await
-            .map_err(|e| with_details(e, pool))?
-            .is_some()
-        {
+        if messages.next().await.map_err(failed)?.is_some() {
             return Err(Error::UpstreamProtocol {
                 upstream: method.upstream.name().to_string(),
                 reason: "unary call answered more than one message".into(),
@@ -134,7 +131,7 @@ pub async fn call(
     // headers it is answered like a unary call's: its own HTTP status and a plain error body.
     // Otherwise the stream starts now, without waiting: a watch may rightly stay silent long.
     let first = match messages.next().now_or_never() {
-        Some(Err(error)) => return Err(with_details(error, pool)),
+        Some(Err(error)) => return Err(failed(error)),
         Some(Ok(first)) => first,
         None => None,
     };
@@ -173,6 +170,17 @@ pub async fn call(
 }
 
 /// Fill `details` of an upstream status from `grpc-status-details-bin` through the pool.
+/// `error` carrying the response metadata that came before it, when it is a status.
+fn with_metadata(error: Error, metadata: &HeaderMap) -> Error {
+    match error {
+        Error::UpstreamStatus(mut status) if !metadata.is_empty() => {
+            status.headers = metadata.clone();
+            Error::UpstreamStatus(status)
+        }
+        other => other,
+    }
+}
+
 pub fn with_details(error: Error, pool: &DescriptorPool) -> Error {
     match error {
         Error::UpstreamStatus(mut status) => {

@@ -207,7 +207,8 @@ impl GrpcUpstream {
             parts.path_and_query = Some(path);
             *request.uri_mut() = http::Uri::from_parts(parts)
                 .map_err(|e| Error::internal(format!("building gRPC request URI: {e}")))?;
-            let broken = |e: h2::Error| self.unavailable(&error_chain(&e));
+            let broken =
+                |e: h2::Error| reset(&e).unwrap_or_else(|| self.unavailable(&error_chain(&e)));
             let (response, mut stream) = sender.send_request(request, false).map_err(broken)?;
             match messages {
                 RequestMessages::One(framed) => stream.send_data(framed, true).map_err(broken)?,
@@ -639,6 +640,32 @@ struct Status {
     trailers: HeaderMap,
 }
 
+/// A stream the backend reset (RST_STREAM) as the status it stands for, by the table of
+/// gRPC's PROTOCOL-HTTP2.md ("Errors"): REFUSED_STREAM is UNAVAILABLE (the call was not
+/// processed), CANCEL is CANCELLED, ENHANCE_YOUR_CALM is RESOURCE_EXHAUSTED,
+/// INADEQUATE_SECURITY is PERMISSION_DENIED, any other code INTERNAL. `None` when the error
+/// is not a reset from the backend (a broken connection stays "unavailable").
+fn reset(error: &h2::Error) -> Option<Error> {
+    if !error.is_reset() || !error.is_remote() {
+        return None;
+    }
+    let reason = error.reason()?;
+    let code = match reason {
+        h2::Reason::REFUSED_STREAM => Code::Unavailable,
+        h2::Reason::CANCEL => Code::Cancelled,
+        h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+        h2::Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+        _ => Code::Internal,
+    };
+    let status = Status {
+        code,
+        message: format!("the backend reset the stream ({reason:?})"),
+        details_bin: None,
+        trailers: HeaderMap::new(),
+    };
+    Some(status.into_error())
+}
+
 impl Status {
     fn into_error(self) -> Error {
         Error::UpstreamStatus(Box::new(UpstreamStatus {
@@ -647,6 +674,7 @@ impl Status {
             details: Vec::new(),
             details_bin: self.details_bin,
             trailers: self.trailers,
+            headers: HeaderMap::new(),
         }))
     }
 }
@@ -789,6 +817,9 @@ impl Messages {
     fn broke(&mut self, error: &h2::Error) -> Error {
         self.done = true;
         if let Some(error) = taken(&self.request_stream) {
+            return error;
+        }
+        if let Some(error) = reset(error) {
             return error;
         }
         Error::UpstreamUnavailable {

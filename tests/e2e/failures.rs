@@ -240,6 +240,7 @@ async fn framing_server(chunks: Vec<Vec<u8>>, status: &'static str) -> FakeHttp 
                 .map(Ok::<_, std::convert::Infallible>);
             http::Response::builder()
                 .header("content-type", "application/grpc")
+                .header("x-backend", "framing")
                 .body(axum::body::Body::new(http_body_util::StreamBody::new(
                     frames,
                 )))
@@ -372,6 +373,59 @@ async fn a_stream_failing_in_the_trailers_before_any_message_is_a_plain_error_re
             assert_eq!(r.header("content-type"), Some("application/json"), "{case}");
             assert_eq!(r.json()["code"], 5, "{case}: {}", r.text());
         }
+    }
+}
+
+#[tokio::test]
+async fn an_error_after_the_response_headers_keeps_their_metadata() {
+    let (_server, gw) = framing_gateway(vec![], "5").await;
+    for path in ["/v1/shelves/1/books/1", "/v1/shelves/1:watch"] {
+        let r = get(&gw.url(path)).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert_eq!(
+            r.header("grpc-metadata-x-backend"),
+            Some("framing"),
+            "{path}"
+        );
+    }
+}
+
+/// An HTTP/2 server that resets every stream it is sent with `reason` (RST_STREAM).
+async fn resetting_server(reason: h2::Reason) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                    respond.send_reset(reason);
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_stream_reset_by_the_backend_answers_the_status_its_code_stands_for() {
+    // (RST_STREAM code, HTTP status, gRPC code), by gRPC's PROTOCOL-HTTP2.md.
+    let cases = [
+        (h2::Reason::REFUSED_STREAM, 503, 14),
+        (h2::Reason::CANCEL, 499, 1),
+        (h2::Reason::ENHANCE_YOUR_CALM, 429, 8),
+        (h2::Reason::INTERNAL_ERROR, 500, 13),
+    ];
+    for (reason, status, code) in cases {
+        let gw = library_gateway(&resetting_server(reason).await).await;
+        let r = get(&gw.url("/v1/shelves/1/books/1")).await;
+        assert_eq!(r.status, status, "{reason:?}: {}", r.text());
+        assert_eq!(r.json()["code"], code, "{reason:?}");
+        assert!(r.error_message().contains("reset"), "{}", r.text());
     }
 }
 

@@ -240,6 +240,7 @@ async fn fetch(
             details: Vec::new(),
             details_bin: None,
             trailers: http::HeaderMap::new(),
+            headers: http::HeaderMap::new(),
         })));
     }
     serde_json::from_slice(&bytes).map_err(|e| Error::UpstreamProtocol {
