@@ -147,6 +147,8 @@ pub struct Request {
     pub method: http::Method,
     /// The request URI as received (path and query still percent-encoded).
     pub uri: http::Uri,
+    /// The downstream HTTP version.
+    pub version: http::Version,
     /// `Host` (or `:authority`), without port normalization.
     pub host: Option<String>,
     /// The client's socket address, when known.

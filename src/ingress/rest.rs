@@ -116,6 +116,7 @@ pub fn normalize(request: http::Request<Body>, peer: Option<SocketAddr>) -> Requ
         protocol: Protocol::Rest,
         method: parts.method,
         uri: parts.uri,
+        version: parts.version,
         host,
         peer,
         secure: false,

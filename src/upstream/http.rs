@@ -374,7 +374,15 @@ impl HttpUpstream {
                 },
             })?;
         let (mut parts, body) = response.into_parts();
+        // Both framings: Transfer-Encoding wins (RFC 9112 §6.3) and the stale length must not
+        // reach the client, which would cut the body short at it.
+        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
         remove_hop_by_hop(&mut parts.headers);
+        // A proxy answers in its own HTTP version, not the upstream's (RFC 9110 §6.2): an
+        // HTTP/1.0 upstream must not turn the client's keep-alive connection into 1.0.
+        parts.version = http::Version::HTTP_11;
         let body = Returning {
             body,
             home: Some((sender, self.pool.clone())),

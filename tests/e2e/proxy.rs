@@ -510,3 +510,93 @@ async fn an_http2_client_is_proxied_to_an_http1_upstream_with_its_authority_forw
         d.backends.http.to_string().as_str()
     );
 }
+
+/// One request written as raw bytes on a new connection; everything the gateway answers
+/// until it closes (the request should say `Connection: close`).
+async fn raw_exchange(gateway_url: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = gateway_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut socket = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    socket.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// An upstream that answers every request with `response`, byte for byte, then closes.
+async fn raw_upstream(response: &'static str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match socket.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn an_http11_request_without_exactly_one_host_is_a_400_and_not_forwarded() {
+    let d = demo().await;
+    let missing = raw_exchange(
+        &d.url(""),
+        "GET /reviews/1 HTTP/1.1\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(missing.starts_with("HTTP/1.1 400"), "{missing}");
+    assert!(missing.contains("Host header"), "{missing}");
+    let twice = raw_exchange(
+        &d.url(""),
+        "GET /reviews/1 HTTP/1.1\r\nhost: a\r\nhost: b\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(twice.starts_with("HTTP/1.1 400"), "{twice}");
+    assert!(twice.contains("more than one Host"), "{twice}");
+    // HTTP/1.0 has no such rule.
+    let old = raw_exchange(&d.url(""), "GET /reviews/1 HTTP/1.0\r\n\r\n").await;
+    assert!(old.contains(" 200 OK"), "{old}");
+}
+
+#[tokio::test]
+async fn the_client_gets_http11_and_the_right_length_whatever_the_upstream_framed() {
+    let http10 = raw_upstream("HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    let both = raw_upstream(
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let gw = gateway(http_only(vec![
+        stripped(http_route("/old", &http10)),
+        stripped(http_route("/both", &both)),
+    ]))
+    .await;
+    // The upstream's HTTP/1.0 is not the client's: it keeps HTTP/1.1 (and its keep-alive).
+    let answer = raw_exchange(
+        &gw.url(""),
+        "GET /old/x HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("ok"), "{answer}");
+    // Transfer-Encoding wins over a stale Content-Length, which is not passed on.
+    let r = get(&gw.url("/both/x")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello");
+    assert_eq!(r.header("content-length"), None);
+}

@@ -208,6 +208,7 @@ async fn fetch(
         uri: path
             .parse()
             .map_err(|e| Error::internal(format!("bad path {path}: {e}")))?,
+        version: http::Version::HTTP_11,
         host: None,
         peer: None,
         secure: false,
