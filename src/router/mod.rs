@@ -7,10 +7,14 @@
 //! Order: REST bindings of gRPC methods (HttpRule templates, most specific first), then HTTP
 //! prefix routes (exact host, then wildcard host, then host-less; within each, longest prefix
 //! first). A path that matches a binding only for other HTTP methods is a 405 with `Allow` —
-//! unless an HTTP route takes it.
+//! unless an HTTP route takes it. HTTP routes match, and forward, the path with its
+//! dot-segments removed (`/pub/../x` is `/x`, `%2e` counts as `.`), as nginx does before it
+//! matches a location, so a request cannot climb out of a prefix; one that climbs above `/`
+//! is a 400.
 
 pub mod build;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,14 +126,15 @@ pub fn find<'a>(
             return Ok(found);
         }
     }
+    let clean = remove_dot_segments(path)?;
     if let Some(route) = table
         .http
         .iter()
-        .find(|r| prefix_matches(&r.prefix, path) && host_matches(r.host.as_deref(), host))
+        .find(|r| prefix_matches(&r.prefix, &clean) && host_matches(r.host.as_deref(), host))
     {
         return Ok(Target::Http {
             route,
-            path_and_query: rewrite(route, uri),
+            path_and_query: rewrite(route, &clean, uri.query()),
         });
     }
     // Neither a binding for this method nor an HTTP route: a 405 when other methods have a
@@ -215,15 +220,13 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// The path and query below the upstream's base path. A stripped prefix leaves what follows
 /// it, which may be empty: the upstream then decides between `/` and its base path itself
 /// (nginx: `/http` → `/`, `/api` to `http://u/v2` → `/v2`).
-fn rewrite(route: &HttpRoute, uri: &http::Uri) -> String {
-    let path = uri.path();
+fn rewrite(route: &HttpRoute, path: &str, query: Option<&str>) -> String {
     let path = if route.strip_prefix && route.prefix != "/" {
         &path[route.prefix.len()..]
     } else {
         path
     };
     // Pushed rather than `format!`ed: this runs for every proxied request.
-    let query = uri.query();
     let mut target = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
     target.push_str(path);
     if let Some(query) = query {
@@ -231,6 +234,61 @@ fn rewrite(route: &HttpRoute, uri: &http::Uri) -> String {
         target.push_str(query);
     }
     target
+}
+
+/// `path` without its dot-segments (RFC 3986 §5.2.4), `%2e` read as `.`: `/a/./b/../c` is
+/// `/a/c`, `/a/b/..` is `/a/`. A `..` with nothing left to remove is refused (nginx answers
+/// it with 400 too). Paths without a `/.` or `/%` are returned as they are, without a scan
+/// of their segments.
+fn remove_dot_segments(path: &str) -> Result<Cow<'_, str>, Error> {
+    let suspect = path
+        .as_bytes()
+        .windows(2)
+        .any(|w| w[0] == b'/' && matches!(w[1], b'.' | b'%'));
+    if !suspect || !path.starts_with('/') {
+        return Ok(Cow::Borrowed(path));
+    }
+    let is_dot = |s: &str| s == "." || s.eq_ignore_ascii_case("%2e");
+    // `..`, `.%2e`, `%2e.`, `%2e%2e`: two dots, each written plainly or escaped.
+    let is_double = |s: &str| {
+        [(1, 1), (1, 3), (3, 1), (3, 3)].iter().any(|&(a, b)| {
+            s.len() == a + b && s.is_char_boundary(a) && is_dot(&s[..a]) && is_dot(&s[a..])
+        })
+    };
+    let mut kept: Vec<&str> = Vec::new();
+    let mut changed = false;
+    // A path ending in a dot-segment names a directory: it keeps a trailing slash.
+    let mut ends_in_slash = false;
+    for segment in path[1..].split('/') {
+        ends_in_slash = false;
+        if is_dot(segment) {
+            changed = true;
+            ends_in_slash = true;
+        } else if is_double(segment) {
+            if kept.pop().is_none() {
+                return Err(Error::invalid(
+                    "path",
+                    format!("the path {path:?} climbs above the root with '..'"),
+                ));
+            }
+            changed = true;
+            ends_in_slash = true;
+        } else {
+            kept.push(segment);
+        }
+    }
+    if !changed {
+        return Ok(Cow::Borrowed(path));
+    }
+    let mut clean = String::with_capacity(path.len());
+    for segment in &kept {
+        clean.push('/');
+        clean.push_str(segment);
+    }
+    if ends_in_slash || clean.is_empty() {
+        clean.push('/');
+    }
+    Ok(Cow::Owned(clean))
 }
 
 /// Sort HTTP routes into match order: the most specific host first (an exact name beats a
@@ -331,7 +389,7 @@ mod tests {
         let check = |prefix: &str, strip: bool, uri: &str, expected: &str| {
             let uri: http::Uri = uri.parse().unwrap();
             assert_eq!(
-                rewrite(&route(None, prefix, strip), &uri),
+                rewrite(&route(None, prefix, strip), uri.path(), uri.query()),
                 expected,
                 "{uri}"
             )
@@ -342,6 +400,31 @@ mod tests {
         check("/http", true, "/http?a=1&a=2", "?a=1&a=2");
         check("/http", false, "/http/x?a=1", "/http/x?a=1");
         check("/", true, "/x?y", "/x?y");
+    }
+
+    #[test]
+    fn dot_segments_are_removed_and_climbing_above_the_root_is_refused() {
+        let check = |path: &str, expected: &str| {
+            assert_eq!(remove_dot_segments(path).unwrap(), expected, "{path}")
+        };
+        check("/reviews/1", "/reviews/1");
+        check("/a/./b/../c", "/a/c");
+        check("/a/b/..", "/a/");
+        check("/a/b/.", "/a/b/");
+        check("/a/%2e%2E/b", "/b");
+        check("/a/.%2e/b", "/b");
+        check("/a/%2e./b", "/b");
+        check("/a/%2e/b", "/a/b");
+        check("/a/..b/.c/...", "/a/..b/.c/...");
+        check("/a//b/../c", "/a//c");
+        check("/a/", "/a/");
+        check("/", "/");
+        check("/a/..", "/");
+        check("/v1.2/%2Fx", "/v1.2/%2Fx");
+        for bad in ["/..", "/a/../..", "/%2e%2e/x", "/a/b/../../../c"] {
+            assert!(remove_dot_segments(bad).is_err(), "{bad}");
+        }
+        assert!(matches!(remove_dot_segments("/a/b"), Ok(Cow::Borrowed(_))));
     }
 
     #[test]

@@ -65,6 +65,11 @@ async fn prefix_routes_pick_the_longest_prefix_on_segment_boundaries_and_rewrite
         ("/based?q=1", "based", "/base?q=1"),
         ("/kept/1", "based", "/base/kept/1"),
         ("/reviews/a%2Fb?x=%41", "reviews", "/reviews/a%2Fb?x=%41"),
+        // Dot-segments are removed before matching: a request cannot climb out of a prefix.
+        ("/strip/a/./../echo?x=1", "strip", "/echo?x=1"),
+        ("/reviews/../elsewhere", "root", "/elsewhere"),
+        ("/based/%2e%2e/secret", "root", "/secret"),
+        ("/based/x/..", "based", "/base/"),
     ];
     for (path, upstream, seen) in cases {
         let r = get(&gw.url(path)).await;
@@ -77,6 +82,14 @@ async fn prefix_routes_pick_the_longest_prefix_on_segment_boundaries_and_rewrite
         };
         assert_eq!(seen_path, seen, "{path}");
     }
+    let asked = || root.requests() + based.requests() + strip.requests();
+    let before = asked();
+    for path in ["/..", "/based/../../etc", "/strip/%2E%2e/%2e%2e/x"] {
+        let r = get(&gw.url(path)).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(r.text().contains("climbs above the root"), "{}", r.text());
+    }
+    assert_eq!(asked(), before, "a refused path was forwarded");
 }
 
 #[tokio::test]
