@@ -216,7 +216,9 @@ pub struct HttpRouteConfig {
     /// Send the original `Host` instead of the upstream's.
     #[serde(default)]
     pub preserve_host: bool,
-    /// Time allowed for the upstream's response headers (504 past it).
+    /// The longest wait for the upstream: for its response headers, counted from the last
+    /// piece of the request body sent (504 past it), and between pieces of its response body
+    /// (the response is cut past it), as nginx's `proxy_send_timeout`/`proxy_read_timeout`.
     #[serde(default)]
     pub timeout: Option<String>,
 }

@@ -337,31 +337,32 @@ impl HttpUpstream {
             headers.insert(header::HOST, self.host.clone());
         }
 
+        // The route's timeout is the longest wait for the upstream, as nginx's send and read
+        // timeouts are: while the request body is still going up, each piece of it starts the
+        // wait again, so a long upload is not cut for its length.
+        let upload = (self.timeout.is_some() && !http_body::Body::is_end_stream(&body))
+            .then(|| Arc::new(Mutex::new(Instant::now())));
+        let body = match &upload {
+            Some(last) => body_from(Uploading {
+                body,
+                last: last.clone(),
+            }),
+            None => body,
+        };
         let mut upstream_request = http::Request::new(body);
         *upstream_request.method_mut() = method;
         *upstream_request.uri_mut() = uri;
         *upstream_request.headers_mut() = headers;
 
-        let timeout = match (self.timeout, deadline) {
-            (Some(t), Some(d)) => {
-                Some(t.min(d.saturating_duration_since(std::time::Instant::now())))
-            }
-            (t, d) => {
-                t.or_else(|| d.map(|d| d.saturating_duration_since(std::time::Instant::now())))
-            }
-        };
         let send = self.send(client, upstream_request);
-        let result = match timeout {
-            Some(timeout) => match tokio::time::timeout(timeout, send).await {
-                Ok(result) => result,
-                Err(_) => {
-                    return Err(Error::UpstreamTimeout {
-                        upstream: self.name.to_string(),
-                        timeout,
-                    })
-                }
-            },
-            None => send.await,
+        let result = match (self.timeout, deadline) {
+            (None, None) => send.await,
+            (idle, deadline) => wait(send, idle, deadline, upload.as_deref())
+                .await
+                .map_err(|timeout| Error::UpstreamTimeout {
+                    upstream: self.name.to_string(),
+                    timeout,
+                })?,
         };
         let (sender, response) =
             result.map_err(|e| match crate::policy::limits::is_too_large(&*e) {
@@ -427,6 +428,69 @@ impl HttpUpstream {
                     _ => return Err(error.into_error().into()),
                 },
             }
+        }
+    }
+}
+
+/// A request body that notes when it last gave a piece to the upstream connection.
+struct Uploading {
+    body: Body,
+    last: Arc<Mutex<Instant>>,
+}
+
+impl http_body::Body for Uploading {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// `send` within `idle` of the later of now and the last upload progress, and before
+/// `deadline`; `Err` with the limit that passed.
+async fn wait<F: std::future::Future>(
+    send: F,
+    idle: Option<Duration>,
+    deadline: Option<Instant>,
+    upload: Option<&Mutex<Instant>>,
+) -> Result<F::Output, Duration> {
+    let started = Instant::now();
+    let last = || upload.map_or(started, |m| *m.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut send = std::pin::pin!(send);
+    loop {
+        let quiet_until = idle.map(|idle| last() + idle);
+        let until = match (quiet_until, deadline) {
+            (Some(q), Some(d)) => q.min(d),
+            (q, d) => q.or(d).unwrap_or(started),
+        };
+        if let Ok(output) = tokio::time::timeout_at(until.into(), send.as_mut()).await {
+            return Ok(output);
+        }
+        let now = Instant::now();
+        if let Some(deadline) = deadline.filter(|d| now >= *d) {
+            return Err(deadline.saturating_duration_since(started));
+        }
+        match idle {
+            // The upload moved on since the wait began: wait again from its last piece.
+            Some(idle) if last() + idle > now => continue,
+            Some(idle) => return Err(idle),
+            None => continue,
         }
     }
 }

@@ -613,3 +613,47 @@ async fn the_client_gets_http11_and_the_right_length_whatever_the_upstream_frame
     assert_eq!(r.text(), "hello");
     assert_eq!(r.header("content-length"), None);
 }
+
+/// A request body of `pieces` of 1000 bytes, `gap` apart (the first after `gap` too).
+fn slow_body(pieces: usize, gap: Duration) -> omnigate::request::Body {
+    use futures_util::StreamExt as _;
+    let frames = futures_util::stream::iter(0..pieces).then(move |_| async move {
+        tokio::time::sleep(gap).await;
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(vec![b'x'; 1000])))
+    });
+    omnigate::request::body_from(http_body_util::StreamBody::new(frames))
+}
+
+#[tokio::test]
+async fn a_route_timeout_bounds_each_wait_not_the_whole_upload() {
+    let up = FakeHttp::whoami("up").await;
+    let mut route = http_route("/up", &up.url(""));
+    route.timeout = Some("500ms".into());
+    let gw = gateway(http_only(vec![route])).await;
+    // 1.2 s of upload, never 500 ms without a piece: the upstream answers once it has all.
+    let response = open(
+        "POST",
+        &gw.url("/up/x"),
+        &[],
+        slow_body(6, Duration::from_millis(200)),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let echo: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(echo["body_len"], 6000, "{echo}");
+    // An upload that goes quiet for longer than the timeout is a 504.
+    let response = open(
+        "POST",
+        &gw.url("/up/x"),
+        &[],
+        slow_body(2, Duration::from_millis(900)),
+    )
+    .await;
+    assert_eq!(response.status(), 504);
+}
