@@ -126,6 +126,15 @@ pub fn find<'a>(
             return Ok(found);
         }
     }
+    // A reverse proxy opens no tunnels: CONNECT would be forwarded as `CONNECT /`, which no
+    // upstream answers.
+    if method == http::Method::CONNECT {
+        return Err(Error::MethodNotAllowed {
+            method: method.to_string(),
+            path: uri.to_string(),
+            allowed: Vec::new(),
+        });
+    }
     let clean = remove_dot_segments(path)?;
     if let Some(route) = table
         .http

@@ -657,3 +657,15 @@ async fn a_route_timeout_bounds_each_wait_not_the_whole_upload() {
     .await;
     assert_eq!(response.status(), 504);
 }
+
+#[tokio::test]
+async fn connect_is_refused_with_a_405_not_forwarded() {
+    let d = demo().await;
+    let answer = raw_exchange(
+        &d.url(""),
+        "CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(answer.contains("CONNECT"), "{answer}");
+}
