@@ -161,6 +161,9 @@ pub struct Request {
     /// When the whole call must be finished, from `grpc-timeout` or a route's timeout.
     pub deadline: Option<Instant>,
     pub body: Body,
+    /// The client's side of a protocol upgrade (`Upgrade: websocket`), when it asked for one:
+    /// an HTTP route that the upstream switches protocols for becomes a tunnel.
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 impl Request {

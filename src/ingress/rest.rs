@@ -83,7 +83,9 @@ fn new_request_id() -> String {
 /// HTTP request → internal request (its body already an internal [`Body`]: see
 /// [`Body::incoming`] and [`body_from`]).
 pub fn normalize(request: http::Request<Body>, peer: Option<SocketAddr>) -> Request {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // hyper only adds it to requests that ask to switch protocols.
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     // One pass over the headers rather than a hashed lookup per name (most requests carry
     // few headers); the first value of each name counts, as `HeaderMap::get` gives it.
     let (mut id, mut host, mut timeout) = (None, None, None);
@@ -124,6 +126,7 @@ pub fn normalize(request: http::Request<Body>, peer: Option<SocketAddr>) -> Requ
         principal: None,
         deadline,
         body,
+        upgrade,
     }
 }
 

@@ -44,6 +44,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const HTTP: HeaderValue = HeaderValue::from_static("http");
 const HTTPS: HeaderValue = HeaderValue::from_static("https");
+const UPGRADE: HeaderValue = HeaderValue::from_static("upgrade");
 
 /// How long an idle upstream connection is kept for reuse.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -108,6 +109,7 @@ impl Pool {
 async fn connect(
     authority: &http::uri::Authority,
     timeout: Duration,
+    upgrades: bool,
 ) -> Result<SendRequest<Body>, BoxError> {
     let host = authority
         .host()
@@ -126,12 +128,63 @@ async fn connect(
         .writev(false)
         .handshake(TokioIo::new(stream))
         .await?;
+    if upgrades {
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "Upstream connection ended with an error.");
+            }
+        });
+    } else {
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "Upstream connection ended with an error.");
+            }
+        });
+    }
+    Ok(sender)
+}
+
+/// Whether `Connection` lists `upgrade`: without it an `Upgrade` header means nothing
+/// (RFC 9110 §7.8) and is dropped as hop-by-hop.
+fn asks_to_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// The upstream switched protocols: the 101 goes back to the client, and once both sides
+/// have switched, a task copies bytes both ways until either closes.
+fn tunnel(
+    upstream: Arc<str>,
+    client_side: hyper::upgrade::OnUpgrade,
+    mut response: http::Response<Incoming>,
+) -> Response {
+    let upstream_side = hyper::upgrade::on(&mut response);
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "Upstream connection ended with an error.");
+        let (client_io, upstream_io) = match tokio::try_join!(client_side, upstream_side) {
+            Ok(both) => both,
+            Err(error) => {
+                tracing::debug!(%upstream, %error, "A protocol switch did not complete.");
+                return;
+            }
+        };
+        let (mut client_io, mut upstream_io) = (TokioIo::new(client_io), TokioIo::new(upstream_io));
+        if let Err(error) = tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await {
+            tracing::debug!(%upstream, %error, "A tunnel ended with an error.");
         }
     });
-    Ok(sender)
+    let (mut parts, _) = response.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    remove_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = protocol {
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
+    parts.headers.insert(header::CONNECTION, UPGRADE);
+    parts.version = http::Version::HTTP_11;
+    http::Response::from_parts(parts, crate::request::full_body(Bytes::new()))
 }
 
 /// An upstream response body that gives its connection back to the pool once it has been
@@ -311,9 +364,21 @@ impl HttpUpstream {
             secure,
             body,
             deadline,
+            upgrade,
             ..
         } = request;
+        // A protocol switch (`Upgrade: websocket`) the client can make: its headers are kept
+        // through the hop-by-hop removal, and the upstream's 101 turns the exchange into a
+        // tunnel (nginx needs `proxy_set_header Upgrade` for this; here it is the default).
+        let switch_to = upgrade
+            .as_ref()
+            .filter(|_| asks_to_upgrade(&headers))
+            .and_then(|_| headers.get(header::UPGRADE).cloned());
         remove_hop_by_hop(&mut headers);
+        if let Some(protocol) = &switch_to {
+            headers.insert(header::UPGRADE, protocol.clone());
+            headers.insert(header::CONNECTION, UPGRADE);
+        }
         // The id the client gets back, so both sides log the same one. The `String` becomes the
         // value's buffer: no copy.
         if let Ok(id) = HeaderValue::from_maybe_shared(Bytes::from(id)) {
@@ -354,7 +419,7 @@ impl HttpUpstream {
         *upstream_request.uri_mut() = uri;
         *upstream_request.headers_mut() = headers;
 
-        let send = self.send(client, upstream_request);
+        let send = self.send(client, upstream_request, switch_to.is_some());
         let result = match (self.timeout, deadline) {
             (None, None) => send.await,
             (idle, deadline) => wait(send, idle, deadline, upload.as_deref())
@@ -374,6 +439,11 @@ impl HttpUpstream {
                     reason: super::error_chain(&*e),
                 },
             })?;
+        if let Some(client_side) = upgrade.filter(|_| {
+            switch_to.is_some() && response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+        }) {
+            return Ok(tunnel(self.name.clone(), client_side, response));
+        }
         let (mut parts, body) = response.into_parts();
         // Both framings: Transfer-Encoding wins (RFC 9112 §6.3) and the stale length must not
         // reach the client, which would cut the body short at it.
@@ -400,18 +470,22 @@ impl HttpUpstream {
     /// Send `request` on an idle pooled connection, or on a new one when none is left. A
     /// request a pooled connection could not even start (the upstream had closed it) is sent
     /// again on the next one; one that failed on a new connection is an error.
+    /// A request that may switch protocols always gets a connection of its own (which will
+    /// not come back to the pool).
     async fn send(
         &self,
         client: &HttpClient,
         mut request: http::Request<Body>,
+        upgrade: bool,
     ) -> Result<(SendRequest<Body>, http::Response<Incoming>), BoxError> {
         loop {
-            let (mut sender, pooled) = match self.pool.take() {
+            let idle = if upgrade { None } else { self.pool.take() };
+            let (mut sender, pooled) = match idle {
                 Some(sender) => (sender, true),
                 // Boxed: connecting is rare, and its large future would otherwise be part of
                 // (and copied along with) every request's future.
                 None => (
-                    Box::pin(connect(&self.authority, client.connect_timeout)).await?,
+                    Box::pin(connect(&self.authority, client.connect_timeout, upgrade)).await?,
                     false,
                 ),
             };

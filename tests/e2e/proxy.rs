@@ -669,3 +669,83 @@ async fn connect_is_refused_with_a_405_not_forwarded() {
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
     assert!(answer.contains("CONNECT"), "{answer}");
 }
+
+/// A WebSocket server that echoes every text message with a prefix, and the request path
+/// and `Host` it was opened with as the first message.
+async fn websocket_echo() -> String {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{handshake::server, Message};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut opened = String::new();
+                #[allow(clippy::result_large_err)] // tungstenite's callback signature
+                let callback = |request: &server::Request, response: server::Response| {
+                    opened = format!(
+                        "{} {}",
+                        request.uri().path(),
+                        request
+                            .headers()
+                            .get("x-forwarded-host")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                    );
+                    Ok(response)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(socket, callback).await else {
+                    return;
+                };
+                let _ = ws.send(Message::text(opened)).await;
+                while let Some(Ok(message)) = ws.next().await {
+                    if let Message::Text(text) = message {
+                        let _ = ws.send(Message::text(format!("echo: {text}"))).await;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_through_an_http_route_becomes_a_tunnel() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let upstream = websocket_echo().await;
+    let plain = FakeHttp::whoami("plain").await;
+    let gw = gateway(http_only(vec![
+        http_route("/ws", &upstream),
+        http_route("/plain", &plain.url("")),
+    ]))
+    .await;
+    let url = gw.url("/ws/chat").replacen("http://", "ws://", 1);
+    let (mut ws, response) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("the upgrade goes through");
+    assert_eq!(response.status(), 101);
+    let first = ws.next().await.expect("a message").expect("ok");
+    assert!(
+        first.to_text().unwrap_or_default().starts_with("/ws/chat "),
+        "{first}"
+    );
+    for text in ["one", "two"] {
+        ws.send(Message::text(text)).await.expect("send");
+        let answer = ws.next().await.expect("an answer").expect("ok");
+        assert_eq!(
+            answer.to_text().unwrap_or_default(),
+            format!("echo: {text}")
+        );
+    }
+    ws.close(None).await.expect("close");
+    // An upstream that does not switch answers as usual, and the gateway keeps serving.
+    let refused = tokio_tungstenite::connect_async(
+        gw.url("/plain/x").replacen("http://", "ws://", 1).as_str(),
+    )
+    .await;
+    assert!(refused.is_err());
+    assert_eq!(get(&gw.url("/plain/x")).await.status, 200);
+}

@@ -216,6 +216,7 @@ async fn fetch(
         principal: None,
         deadline: op.deadline,
         body: empty_body(),
+        upgrade: None,
     };
     let response = upstream
         .forward(&op.gateway.http_client, request, path)
