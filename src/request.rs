@@ -149,6 +149,9 @@ pub struct Request {
     pub uri: http::Uri,
     /// The downstream HTTP version.
     pub version: http::Version,
+    /// How many `Host` header lines the request had (counted while normalizing, for the
+    /// framing policy).
+    pub host_lines: u8,
     /// `Host` (or `:authority`), without port normalization.
     pub host: Option<String>,
     /// The client's socket address, when known.

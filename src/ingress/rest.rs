@@ -89,8 +89,10 @@ pub fn normalize(request: http::Request<Body>, peer: Option<SocketAddr>) -> Requ
     // One pass over the headers rather than a hashed lookup per name (most requests carry
     // few headers); the first value of each name counts, as `HeaderMap::get` gives it.
     let (mut id, mut host, mut timeout) = (None, None, None);
+    let mut host_lines = 0u8;
     for (name, value) in &parts.headers {
         let slot = if name == http::header::HOST {
+            host_lines = host_lines.saturating_add(1);
             &mut host
         } else if name == X_REQUEST_ID {
             &mut id
@@ -119,6 +121,7 @@ pub fn normalize(request: http::Request<Body>, peer: Option<SocketAddr>) -> Requ
         method: parts.method,
         uri: parts.uri,
         version: parts.version,
+        host_lines,
         host,
         peer,
         secure: false,

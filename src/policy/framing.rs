@@ -3,21 +3,17 @@
 //! hyper leaves both to the server; a proxy that let them through would route (and forward)
 //! by a host the client never stated, or by one of two.
 
-use http::header::HOST;
-
 use crate::error::Error;
 use crate::request::Request;
 
 pub fn check(request: &Request) -> Result<(), Error> {
-    let mut hosts = request.headers.get_all(HOST).iter();
-    let first = hosts.next();
-    if hosts.next().is_some() {
+    if request.host_lines > 1 {
         return Err(Error::invalid(
             "host",
             "the request has more than one Host header; send exactly one",
         ));
     }
-    if first.is_none() && request.version == http::Version::HTTP_11 {
+    if request.host_lines == 0 && request.version == http::Version::HTTP_11 {
         return Err(Error::invalid(
             "host",
             "an HTTP/1.1 request must have a Host header",

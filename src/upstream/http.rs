@@ -445,11 +445,6 @@ impl HttpUpstream {
             return Ok(tunnel(self.name.clone(), client_side, response));
         }
         let (mut parts, body) = response.into_parts();
-        // Both framings: Transfer-Encoding wins (RFC 9112 §6.3) and the stale length must not
-        // reach the client, which would cut the body short at it.
-        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-            parts.headers.remove(header::CONTENT_LENGTH);
-        }
         remove_hop_by_hop(&mut parts.headers);
         // A proxy answers in its own HTTP version, not the upstream's (RFC 9110 §6.2): an
         // HTTP/1.0 upstream must not turn the client's keep-alive connection into 1.0.
@@ -661,6 +656,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Usually there are none: one scan of the names instead of nine hashed removals.
     if !headers.keys().any(is_hop_by_hop) {
         return;
+    }
+    // Both framings: Transfer-Encoding wins (RFC 9112 §6.3), and the stale length must not
+    // be passed on, or the next hop cuts the body short at it.
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
     }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)

@@ -209,6 +209,7 @@ async fn fetch(
             .parse()
             .map_err(|e| Error::internal(format!("bad path {path}: {e}")))?,
         version: http::Version::HTTP_11,
+        host_lines: 1,
         host: None,
         peer: None,
         secure: false,
