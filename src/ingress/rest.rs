@@ -107,10 +107,12 @@ pub fn normalize(request: http::Request<Body>, peer: Option<SocketAddr>) -> Requ
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 200)
         .map_or_else(new_request_id, str::to_string);
-    let host = host
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    // An absolute-form target (or HTTP/2's `:authority`) names the host; a `Host` header
+    // beside it is ignored (RFC 9112 §3.2.2).
+    let host = match parts.uri.authority() {
+        Some(authority) => Some(authority.to_string()),
+        None => host.and_then(|v| v.to_str().ok()).map(str::to_string),
+    };
     let deadline = timeout
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)

@@ -749,3 +749,25 @@ async fn a_websocket_upgrade_through_an_http_route_becomes_a_tunnel() {
     assert!(refused.is_err());
     assert_eq!(get(&gw.url("/plain/x")).await.status, 200);
 }
+
+#[tokio::test]
+async fn an_absolute_form_target_names_the_host_whatever_the_host_header_says() {
+    let shop = FakeHttp::whoami("shop").await;
+    let other = FakeHttp::whoami("other").await;
+    let gw = gateway(http_only(vec![
+        on_host("shop.example.com", http_route("/", &shop.url(""))),
+        http_route("/", &other.url("")),
+    ]))
+    .await;
+    let answer = raw_exchange(
+        &gw.url(""),
+        "GET http://shop.example.com/x HTTP/1.1\r\nhost: elsewhere\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""upstream":"shop""#), "{answer}");
+    assert!(
+        answer.contains(r#""x-forwarded-host":"shop.example.com""#),
+        "{answer}"
+    );
+}
