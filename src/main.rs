@@ -81,7 +81,7 @@ struct Source {
     /// Reverse-proxy route PREFIX=URL (repeatable), e.g. /books=http://127.0.0.1:5000.
     #[arg(long, value_name = "PREFIX=URL")]
     http: Vec<String>,
-    /// Address to listen on (quick mode; a config file sets `listen`).
+    /// Address to listen on (overrides a config file's `listen`).
     #[arg(long)]
     listen: Option<String>,
 }
@@ -124,9 +124,25 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(source) => {
-            let Some((loaded, gateway)) = load(&source).await? else {
+            // `--listen` beside `--config` overrides the file's `listen`.
+            let listen = match (&source.config, &source.listen) {
+                (Some(_), Some(text)) => {
+                    match text.parse::<SocketAddr>() {
+                        Ok(addr) => Some(addr),
+                        Err(e) => {
+                            eprintln!("--listen {text:?}: {e} (expected an address such as 127.0.0.1:8080)");
+                            return Ok(ExitCode::FAILURE);
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let Some((mut loaded, gateway)) = load(&source).await? else {
                 return Ok(ExitCode::FAILURE);
             };
+            if let Some(listen) = listen {
+                loaded.validated.settings.listen = listen;
+            }
             serve(loaded, gateway).await
         }
         Command::Demo { listen } => demo(listen).await,
@@ -293,8 +309,24 @@ async fn shutdown_signal() {
     };
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
+    // nginx users send SIGHUP to reload: here it would end the process at once (the default
+    // action) and cut every request in flight. There is no reload, so it is logged and the
+    // gateway goes on serving.
+    #[cfg(unix)]
+    let hangup = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut signal) => loop {
+                signal.recv().await;
+                tracing::warn!("SIGHUP: omnigate does not reload its config; restart it to apply a new one. Still serving.");
+            },
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let hangup = std::future::pending::<()>();
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+        () = hangup => {}
     }
 }

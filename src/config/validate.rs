@@ -129,6 +129,20 @@ impl Check<'_> {
         }
     }
 
+    /// A timeout: a duration above zero (zero would fail every call at once).
+    fn timeout(&mut self, path: &str, text: &str) -> Option<Duration> {
+        let d = self.duration(path, text)?;
+        if d.is_zero() {
+            self.fail_hint(
+                path,
+                format!("timeout {text:?} is zero, so every call would time out at once"),
+                "leave the key out for no timeout, or write e.g. 5s",
+            );
+            return None;
+        }
+        Some(d)
+    }
+
     fn url(&mut self, path: &str, text: &str) -> Option<http::Uri> {
         match text.parse::<http::Uri>() {
             Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => Some(uri),
@@ -247,8 +261,18 @@ pub fn validate_all(
             urls.extend(check.url(&format!("{at}.urls[{j}]"), url));
         }
         let source = if g.descriptors.is_empty() {
-            let refresh =
-                check.duration(&format!("{at}.reflection_refresh"), &g.reflection_refresh);
+            let path = format!("{at}.reflection_refresh");
+            let refresh = check.duration(&path, &g.reflection_refresh);
+            if refresh.is_some_and(|d| !d.is_zero() && d < Duration::from_millis(100)) {
+                check.fail_hint(
+                    &path,
+                    format!(
+                        "refreshing every {:?} would keep the gateway busy asking the backend",
+                        g.reflection_refresh
+                    ),
+                    "use 100ms or more (e.g. 30s), or 0s to turn the refresh off",
+                );
+            }
             DescriptorSource::Reflection {
                 refresh: refresh.filter(|d| !d.is_zero()),
             }
@@ -272,8 +296,8 @@ pub fn validate_all(
         let timeout = g
             .timeout
             .as_ref()
-            .and_then(|t| check.duration(&format!("{at}.timeout"), t));
-        let connect_timeout = check.duration(&format!("{at}.connect_timeout"), &g.connect_timeout);
+            .and_then(|t| check.timeout(&format!("{at}.timeout"), t));
+        let connect_timeout = check.timeout(&format!("{at}.connect_timeout"), &g.connect_timeout);
         grpc.push(GrpcBackend {
             name: g.name.clone(),
             urls,
@@ -311,7 +335,7 @@ pub fn validate_all(
         let timeout = h
             .timeout
             .as_ref()
-            .and_then(|t| check.duration(&format!("{at}.timeout"), t));
+            .and_then(|t| check.timeout(&format!("{at}.timeout"), t));
         let Some(url) = check.url(&format!("{at}.url"), &h.url) else {
             continue;
         };
@@ -473,7 +497,7 @@ fn route_rule(check: &mut Check<'_>, r: &RouteConfig, at: &str) -> Option<RouteR
     let timeout = r
         .timeout
         .as_ref()
-        .and_then(|t| check.duration(&format!("{at}.timeout"), t));
+        .and_then(|t| check.timeout(&format!("{at}.timeout"), t));
     let mut metadata = HeaderMap::new();
     for (key, value) in &r.metadata {
         match (

@@ -151,9 +151,18 @@ fn qualified(package: &str, name: &str) -> String {
 /// Read one FileDescriptorSet file into its encoded files.
 pub fn read_set(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    EncodedSet::decode(bytes.as_slice())
+    let files = EncodedSet::decode(bytes.as_slice())
         .map(|set| set.file)
-        .map_err(|e| format!("{} is not a FileDescriptorSet: {e}", path.display()))
+        .map_err(|e| format!("{} is not a FileDescriptorSet: {e}", path.display()))?;
+    // An empty file decodes as an empty set: the backend would silently expose nothing.
+    if files.is_empty() {
+        return Err(format!(
+            "{} holds no proto files (an empty FileDescriptorSet); build it with \
+             `protoc --descriptor_set_out=... --include_imports` or protox",
+            path.display()
+        ));
+    }
+    Ok(files)
 }
 
 /// Merge every backend's files into one pool on top of the bundled one.

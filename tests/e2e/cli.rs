@@ -529,3 +529,37 @@ async fn run_on_a_port_another_gateway_holds_exits_1_saying_the_address_is_in_us
         "stderr should name the address and say it is in use:\n{err}"
     );
 }
+
+#[tokio::test]
+async fn listen_beside_config_overrides_the_file_and_sighup_does_not_stop_the_gateway() {
+    let backends = demo::start().await.expect("backends");
+    let dir = TempDir::new();
+    // The file says `listen: 127.0.0.1:0` (any free port): only the flag's address answers.
+    let config = library_config(&dir, &backends.library_url(), "");
+    for attempt in 1..=3 {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut server = Server::spawn(&[
+            "run",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--listen",
+            &addr,
+        ]);
+        let url = format!("http://{addr}/v1/shelves/1/books/1");
+        if !server.wait_until_answering(&url).await {
+            let err = server.stderr();
+            assert!(attempt < 3, "omnigate run exited: {err}");
+            continue;
+        }
+        let status = Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(server.exited().is_none(), "SIGHUP ended the gateway");
+        assert_eq!(get(&url).await.status, 200);
+        assert_eq!(server.terminate().await.code(), Some(0));
+        return;
+    }
+}

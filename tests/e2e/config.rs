@@ -187,6 +187,19 @@ async fn each_mistake_is_reported_at_its_file_line_and_key_with_the_fix() {
             vec!["gw.yaml:5:5: grpc[0].timeout: invalid duration \"soon\": * (write e.g. 500ms, 5s or 1m)"],
         ),
         (
+            "a zero timeout",
+            format!("{LIBRARY_FILES}    timeout: 0s\nhttp:\n  - url: http://127.0.0.1:9\n    timeout: 0ms\n"),
+            vec![
+                "gw.yaml:5:5: grpc[0].timeout: timeout \"0s\" is zero, so every call would time out at once (leave the key out for no timeout, or write e.g. 5s)",
+                "gw.yaml:8:5: http[0].timeout: timeout \"0ms\" is zero*",
+            ],
+        ),
+        (
+            "a reflection refresh that would spin",
+            "grpc:\n  - name: library\n    url: http://127.0.0.1:9\n    reflection_refresh: 1ms\n".into(),
+            vec!["gw.yaml:4:5: grpc[0].reflection_refresh: refreshing every \"1ms\" would keep the gateway busy asking the backend (use 100ms or more (e.g. 30s), or 0s to turn the refresh off)"],
+        ),
+        (
             "a header read timeout that is no duration",
             "limits:\n  header_read_timeout: forever\n".into(),
             vec!["gw.yaml:2:3: limits.header_read_timeout: invalid duration \"forever\": * (write e.g. 500ms, 5s or 1m)"],
@@ -338,4 +351,19 @@ async fn a_gateway_built_from_yaml_serves_its_extra_bindings() {
     assert_eq!(r.json()["title"], "Stars Beneath the Ice");
     let r = get(&gw.url("/v3/shelves/1/books/2")).await;
     assert_eq!(r.status, 404, "{}", r.text());
+}
+
+#[tokio::test]
+async fn an_empty_descriptor_file_is_an_error_not_a_backend_without_methods() {
+    let dir = crate::support::TempDir::new();
+    let empty = dir.file("empty.binpb", "");
+    let yaml = format!(
+        "grpc:\n  - name: library\n    url: http://127.0.0.1:9\n    descriptors: [{}]\n",
+        empty.display()
+    );
+    let pattern = format!(
+        "gw.yaml:4:19: grpc[0].descriptors[0]: {} holds no proto files (an empty FileDescriptorSet)*",
+        empty.display()
+    );
+    check(&yaml, &[&pattern]).await;
 }
