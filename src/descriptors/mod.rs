@@ -93,9 +93,19 @@ pub async fn fetch(
             (services, files)
         }
         DescriptorSource::Reflection { .. } => {
-            let discovered = reflection::discover(upstream.channel(), Duration::from_secs(10))
-                .await
-                .map_err(|e| FetchError {
+            let mut discovered = Err(None);
+            for channel in upstream.channels() {
+                match reflection::discover(channel.clone(), Duration::from_secs(10)).await {
+                    Ok(found) => {
+                        discovered = Ok(found);
+                        break;
+                    }
+                    Err(e) => discovered = Err(Some(e)),
+                }
+            }
+            let discovered = discovered.map_err(|e| {
+                let e = e.map_or_else(|| "no URL".to_string(), |e| e.to_string());
+                FetchError {
                     at: Some(format!("{}.url", backend.at)),
                     message: format!("server reflection on {}: {e}", backend.name),
                     hint: Some(
@@ -103,7 +113,8 @@ pub async fn fetch(
                          Otherwise list its descriptor files under `descriptors`"
                             .into(),
                     ),
-                })?;
+                }
+            })?;
             let names = discovered.files.iter().map(|f| f.name().to_string());
             (
                 discovered.services,

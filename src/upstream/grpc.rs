@@ -97,7 +97,8 @@ impl Lane {
 pub struct GrpcUpstream {
     name: Arc<str>,
     /// For server reflection.
-    channel: Channel,
+    /// One tonic channel per URL, for server reflection (see [`Self::channels`]).
+    channels: Box<[Channel]>,
     targets: Arc<[Target]>,
     /// `shard_count()` × `targets.len()` lanes: the serving thread's shard, then the target.
     lanes: Arc<[Lane]>,
@@ -136,17 +137,16 @@ impl GrpcUpstream {
                 authority,
             });
         }
-        let channel = match endpoints.as_slice() {
-            [] => return Err(format!("gRPC upstream {name} has no URL")),
-            [one] => one.connect_lazy(),
-            _ => Channel::balance_list(endpoints.into_iter()),
-        };
+        if endpoints.is_empty() {
+            return Err(format!("gRPC upstream {name} has no URL"));
+        }
+        let channels = endpoints.iter().map(Endpoint::connect_lazy).collect();
         let lanes = (0..super::shard_count() * targets.len())
             .map(|_| Lane::default())
             .collect();
         Ok(GrpcUpstream {
             name: name.into(),
-            channel,
+            channels,
             targets: targets.into(),
             lanes,
             next_target: Arc::default(),
@@ -159,9 +159,11 @@ impl GrpcUpstream {
         &self.name
     }
 
-    /// A tonic channel to the backend, for descriptor discovery by server reflection.
-    pub fn channel(&self) -> Channel {
-        self.channel.clone()
+    /// A tonic channel to each of the backend's URLs, in config order, for descriptor
+    /// discovery by server reflection: discovery asks them in turn until one answers, so a
+    /// URL that is down is skipped (a balanced channel would often pick it and fail).
+    pub fn channels(&self) -> &[Channel] {
+        &self.channels
     }
 
     /// Start a call. Resolves once the response headers arrived (or the call failed).

@@ -485,6 +485,22 @@ async fn calls_go_round_robin_over_a_backends_urls_skipping_one_that_is_down() {
     );
 }
 
+#[tokio::test]
+async fn reflection_skips_a_url_that_is_down_and_learns_the_api_from_the_next() {
+    let live = omnigate::demo::start().await.expect("backends");
+    for _ in 0..3 {
+        let closed = closed_port_url().await;
+        let mut backend = grpc_backend("library", &closed, &[]);
+        backend.url = None;
+        backend.urls = vec![closed, live.library_url()];
+        let mut config = http_only(Vec::new());
+        config.grpc = vec![backend];
+        let gw = gateway(config).await;
+        let r = get(&gw.url("/v1/shelves/1/books/1")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
 /// A gRPC backend on `h2` that answers every call with `book`, and after its first answer on a
 /// connection sends GOAWAY (as a server shutting down gracefully does) and then takes no
 /// more calls on it, without closing it. Returns its URL and how many connections it took.
