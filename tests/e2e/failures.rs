@@ -392,23 +392,15 @@ async fn an_error_after_the_response_headers_keeps_their_metadata() {
 
 /// An HTTP/2 server that resets every stream it is sent with `reason` (RST_STREAM).
 async fn resetting_server(reason: h2::Reason) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(socket).await else {
-                    return;
-                };
-                while let Some(Ok((_request, mut respond))) = conn.accept().await {
-                    respond.send_reset(reason);
-                }
-            });
+    crate::support::tcp_server(move |socket| async move {
+        let Ok(mut conn) = h2::server::handshake(socket).await else {
+            return;
+        };
+        while let Some(Ok((_request, mut respond))) = conn.accept().await {
+            respond.send_reset(reason);
         }
-    });
-    format!("http://{addr}")
+    })
+    .await
 }
 
 #[tokio::test]

@@ -543,26 +543,18 @@ async fn raw_exchange(gateway_url: &str, request: &str) -> String {
 /// An upstream that answers every request with `response`, byte for byte, then closes.
 async fn raw_upstream(response: &'static str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match socket.read(&mut byte).await {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let _ = socket.write_all(response.as_bytes()).await;
-            });
+    crate::support::tcp_server(move |mut socket| async move {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match socket.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
         }
-    });
-    format!("http://{addr}")
+        let _ = socket.write_all(response.as_bytes()).await;
+    })
+    .await
 }
 
 #[tokio::test]
@@ -675,40 +667,32 @@ async fn connect_is_refused_with_a_405_not_forwarded() {
 async fn websocket_echo() -> String {
     use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::{handshake::server, Message};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut opened = String::new();
-                #[allow(clippy::result_large_err)] // tungstenite's callback signature
-                let callback = |request: &server::Request, response: server::Response| {
-                    opened = format!(
-                        "{} {}",
-                        request.uri().path(),
-                        request
-                            .headers()
-                            .get("x-forwarded-host")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("-")
-                    );
-                    Ok(response)
-                };
-                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(socket, callback).await else {
-                    return;
-                };
-                let _ = ws.send(Message::text(opened)).await;
-                while let Some(Ok(message)) = ws.next().await {
-                    if let Message::Text(text) = message {
-                        let _ = ws.send(Message::text(format!("echo: {text}"))).await;
-                    }
-                }
-            });
+    crate::support::tcp_server(|socket| async move {
+        let mut opened = String::new();
+        #[allow(clippy::result_large_err)] // tungstenite's callback signature
+        let callback = |request: &server::Request, response: server::Response| {
+            opened = format!(
+                "{} {}",
+                request.uri().path(),
+                request
+                    .headers()
+                    .get("x-forwarded-host")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+            );
+            Ok(response)
+        };
+        let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(socket, callback).await else {
+            return;
+        };
+        let _ = ws.send(Message::text(opened)).await;
+        while let Some(Ok(message)) = ws.next().await {
+            if let Message::Text(text) = message {
+                let _ = ws.send(Message::text(format!("echo: {text}"))).await;
+            }
         }
-    });
-    format!("http://{addr}")
+    })
+    .await
 }
 
 #[tokio::test]

@@ -323,6 +323,26 @@ pub fn whoami(name: &str) -> axum::Router {
 }
 
 /// `http://127.0.0.1:P` where nothing listens (a port that was just bound and released).
+/// A raw TCP server on 127.0.0.1 that runs `serve` on every connection it accepts, each in a
+/// task of its own; returns its `http://` URL. For upstreams that must misbehave in ways no
+/// HTTP library would (resets, odd framing, protocol switches).
+pub async fn tcp_server<F, Fut>(serve: F) -> String
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve(socket));
+        }
+    });
+    format!("http://{addr}")
+}
+
 pub async fn closed_port_url() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
