@@ -563,3 +563,22 @@ async fn listen_beside_config_overrides_the_file_and_sighup_does_not_stop_the_ga
         return;
     }
 }
+
+#[tokio::test]
+async fn validate_checks_graphql_queries_and_mutations_against_the_descriptors() {
+    let dir = TempDir::new();
+    let path = library_config(
+        &dir,
+        "http://127.0.0.1:9",
+        "graphql:\n  queries: [library.v1.Library/SerchBooks]\n  mutations: [library.v1.Library/GetBook]\n",
+    );
+    let file = path.display().to_string();
+    let out = omnigate(&["validate", "--config", &file], &[]).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("graphql.queries[0]: method \"library.v1.Library/SerchBooks\" is not served by any gRPC upstream (did you mean `library.v1.Library/SearchBooks`?)"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "the served mutation is fine: {err}");
+}

@@ -175,10 +175,50 @@ fn build(
 
 /// Check the GraphQL config against the current descriptors (start-up and `omnigate validate`).
 pub fn check(gateway: &Gateway) -> Result<(), Vec<BuildError>> {
-    match GraphqlSettings::from_config(gateway.config()) {
-        Some(settings) => build(&gateway.snapshot(), &settings, false).map(|_| ()),
-        None => Ok(()),
+    let Some(settings) = GraphqlSettings::from_config(gateway.config()) else {
+        return Ok(());
+    };
+    let snapshot = gateway.snapshot();
+    let mut errors = unserved_methods(gateway.config(), &snapshot);
+    if let Err(more) = build(&snapshot, &settings, false) {
+        errors.extend(more);
     }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// `graphql.queries` and `graphql.mutations` entries that name no method of any backend (at
+/// start-up only: a refresh that drops one just leaves its field out).
+fn unserved_methods(config: &Validated, snapshot: &Snapshot) -> Vec<BuildError> {
+    let g = &config.graphql;
+    let mut errors = Vec::new();
+    for (key, list) in [("queries", &g.queries), ("mutations", &g.mutations)] {
+        for (i, text) in list.iter().enumerate() {
+            // Malformed names were reported with the config.
+            let Some(method) = normalize_method(text) else {
+                continue;
+            };
+            if snapshot.table.methods.contains_key(&method) {
+                continue;
+            }
+            let near = crate::config::load::did_you_mean(
+                &method,
+                snapshot.table.methods.keys().map(String::as_str),
+            );
+            errors.push(BuildError {
+                at: Some(format!("graphql.{key}[{i}]")),
+                message: format!("method {text:?} is not served by any gRPC upstream"),
+                hint: Some(match near {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None => "list methods as package.Service/Method".to_string(),
+                }),
+            });
+        }
+    }
+    errors
 }
 
 /// The SDL of the current schema (`omnigate schema`).
