@@ -240,6 +240,9 @@ pub struct GraphqlState {
     settings: GraphqlSettings,
     built: ArcSwap<Built>,
     rebuilding: Mutex<()>,
+    /// The snapshot whose schema could not be built: not tried again for every request (the
+    /// last good schema serves until the next snapshot).
+    failed: arc_swap::ArcSwapOption<Snapshot>,
 }
 
 impl GraphqlState {
@@ -253,6 +256,7 @@ impl GraphqlState {
             settings,
             built: ArcSwap::from_pointee(built),
             rebuilding: Mutex::new(()),
+            failed: arc_swap::ArcSwapOption::empty(),
         })))
     }
 
@@ -265,14 +269,21 @@ impl GraphqlState {
     fn current(&self) -> Arc<Built> {
         let snapshot = self.gateway.snapshot();
         let built = self.built.load_full();
-        if Arc::ptr_eq(&built.snapshot, &snapshot) {
+        let failed = |state: &Self| {
+            state
+                .failed
+                .load()
+                .as_ref()
+                .is_some_and(|f| Arc::ptr_eq(f, &snapshot))
+        };
+        if Arc::ptr_eq(&built.snapshot, &snapshot) || failed(self) {
             return built;
         }
         let Ok(_guard) = self.rebuilding.lock() else {
             return built;
         };
         let built = self.built.load_full();
-        if Arc::ptr_eq(&built.snapshot, &snapshot) {
+        if Arc::ptr_eq(&built.snapshot, &snapshot) || failed(self) {
             return built;
         }
         match build(&snapshot, &self.settings, true) {
@@ -284,7 +295,8 @@ impl GraphqlState {
             }
             Err(errors) => {
                 let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                tracing::warn!(errors = %errors.join("; "), "GraphQL schema rebuild failed; keeping the last good schema.");
+                tracing::warn!(errors = %errors.join("; "), "GraphQL schema rebuild failed; keeping the last good schema until the descriptors change again.");
+                self.failed.store(Some(snapshot));
                 built
             }
         }
