@@ -826,3 +826,39 @@ async fn a_descriptor_refresh_rebuilds_the_schema_and_running_operations_finish(
     assert!(crate::support::eventually(|| library.active_watchers() == 0).await);
     drop(v2);
 }
+
+#[tokio::test]
+async fn a_refresh_that_breaks_a_join_keeps_serving_the_last_good_schema() {
+    use crate::support::FakeGrpc;
+    let v1 = FakeGrpc::library().and_authors().spawn().await;
+    let addr = v1.addr;
+    let gw = gateway_from(&format!(
+        "grpc:\n  - name: app\n    url: {}\n    reflection_refresh: 0s\ngraphql:\n  joins:\n    - on: Book\n      field: author\n      grpc: authors.v1.Authors/GetAuthor\n      arguments: {{ id: \"{{authorId}}\" }}\n",
+        v1.url()
+    ))
+    .await;
+    let query = "{ getBook(name: \"shelves/1/books/1\") { title author { displayName } } }";
+    let body = graphql(&gw, query, json!({})).await;
+    assert_eq!(
+        body["data"]["getBook"]["author"]["displayName"], "Ada Lindqvist",
+        "{body}"
+    );
+
+    // Redeployed without the Authors service the join has nothing to call: the new schema
+    // cannot be built, and the old one keeps answering, request after request.
+    v1.stop().await;
+    let _v2 = FakeGrpc::library().spawn_at(addr).await;
+    assert_eq!(gw.gateway.refresh("app").await, Ok(true), "the API changed");
+    for _ in 0..3 {
+        let body = graphql(
+            &gw,
+            "{ getBook(name: \"shelves/1/books/1\") { title } }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            body["data"]["getBook"]["title"], "The Glass Orchard",
+            "{body}"
+        );
+    }
+}
