@@ -147,12 +147,17 @@ async fn connect(
 /// Whether `Connection` lists `upgrade`: without it an `Upgrade` header means nothing
 /// (RFC 9110 §7.8) and is dropped as hop-by-hop.
 fn asks_to_upgrade(headers: &HeaderMap) -> bool {
+    connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"))
+}
+
+/// The comma-separated tokens of every `Connection` line, trimmed.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        .map(str::trim)
 }
 
 /// The upstream switched protocols: the 101 goes back to the client, and once both sides
@@ -420,15 +425,12 @@ impl HttpUpstream {
         *upstream_request.headers_mut() = headers;
 
         let send = self.send(client, upstream_request, switch_to.is_some());
-        let result = match (self.timeout, deadline) {
-            (None, None) => send.await,
-            (idle, deadline) => wait(send, idle, deadline, upload.as_deref())
-                .await
-                .map_err(|timeout| Error::UpstreamTimeout {
-                    upstream: self.name.to_string(),
-                    timeout,
-                })?,
-        };
+        let result = wait(send, self.timeout, deadline, upload.as_deref())
+            .await
+            .map_err(|timeout| Error::UpstreamTimeout {
+                upstream: self.name.to_string(),
+                timeout,
+            })?;
         let (sender, response) =
             result.map_err(|e| match crate::policy::limits::is_too_large(&*e) {
                 // The request body passed the size limit while it streamed upstream: the client's
@@ -532,22 +534,26 @@ impl http_body::Body for Uploading {
 }
 
 /// `send` within `idle` of the later of now and the last upload progress, and before
-/// `deadline`; `Err` with the limit that passed.
+/// `deadline` (without a timer when there is neither); `Err` with the limit that passed.
 async fn wait<F: std::future::Future>(
     send: F,
     idle: Option<Duration>,
     deadline: Option<Instant>,
     upload: Option<&Mutex<Instant>>,
 ) -> Result<F::Output, Duration> {
+    if idle.is_none() && deadline.is_none() {
+        return Ok(send.await);
+    }
     let started = Instant::now();
     let last = || upload.map_or(started, |m| *m.lock().unwrap_or_else(|e| e.into_inner()));
     let mut send = std::pin::pin!(send);
     loop {
-        let quiet_until = idle.map(|idle| last() + idle);
-        let until = match (quiet_until, deadline) {
-            (Some(q), Some(d)) => q.min(d),
-            (q, d) => q.or(d).unwrap_or(started),
-        };
+        // The earlier of the two limits (at least one is set).
+        let until = [idle.map(|idle| last() + idle), deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(started);
         if let Ok(output) = tokio::time::timeout_at(until.into(), send.as_mut()).await {
             return Ok(output);
         }
@@ -662,12 +668,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::TRANSFER_ENCODING) {
         headers.remove(header::CONTENT_LENGTH);
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
